@@ -1,0 +1,105 @@
+"""Settings: the only reader of environment variables and `.env`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BUNDLED_SERVERS_FILE = Path(__file__).resolve().parent.parent / "mcp_servers" / "servers.json"
+DEV_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
+_DATABASE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+    TEST = "test"
+
+
+class SettingsError(Exception):
+    """The environment holds a value that cannot be used; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Everything MCP Chat reads from the environment, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    env: Environment = Field(default=Environment.DEV, validation_alias="MCPCHAT_ENV")
+    host: str = Field(default="127.0.0.1", validation_alias="MCPCHAT_HOST")
+    port: int = Field(default=5001, ge=0, le=65535, validation_alias="MCPCHAT_PORT")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias="MCPCHAT_LOG_LEVEL"
+    )
+    # None: JSON lines in prod, readable console lines elsewhere.
+    log_json: bool | None = Field(default=None, validation_alias="MCPCHAT_LOG_JSON")
+
+    openai_api_key: str = Field(default="", validation_alias="OPENAI_API_KEY", repr=False)
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    model: str = Field(default="gpt-4o-mini", min_length=1, validation_alias="MCPCHAT_MODEL")
+
+    database_url: str = Field(default="sqlite:///./data/mcpchat.db", validation_alias="MCPCHAT_DATABASE_URL")
+    servers_file: Path = Field(default=BUNDLED_SERVERS_FILE, validation_alias="MCPCHAT_SERVERS_FILE")
+    cors_origins: Annotated[list[str] | None, NoDecode] = Field(default=None, validation_alias="MCPCHAT_CORS_ORIGINS")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="MCPCHAT_MAX_BODY_BYTES")
+
+    # Supervision of MCP connections: first retry at most 1 s, capped at 30 s.
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, validation_alias="MCPCHAT_RECONNECT_INITIAL_S")
+    reconnect_max_s: float = Field(default=30.0, gt=0, validation_alias="MCPCHAT_RECONNECT_MAX_S")
+    shutdown_grace_s: float = Field(default=2.0, gt=0, le=8, validation_alias="MCPCHAT_SHUTDOWN_GRACE_S")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith(_DATABASE_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(_DATABASE_SCHEMES)}")
+        return value
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """CORS origins: the configured list, or the React and Vite dev servers in dev."""
+        if self.cors_origins is not None:
+            return self.cors_origins
+        return list(DEV_CORS_ORIGINS) if self.env is Environment.DEV else []
+
+    @property
+    def is_json_logging(self) -> bool:
+        return self.log_json if self.log_json is not None else self.env is Environment.PROD
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment (and `overrides`, by field name).
+
+    Raises:
+        SettingsError: a variable holds a value that cannot be used; the message names it.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            variable = _variable_name(field)
+            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from exc
+
+
+def _variable_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field
