@@ -1,0 +1,67 @@
+"""Request and response models of the HTTP API that are not domain models themselves."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from backend.errors import BadRequestError
+from backend.mcp.models import ServerState
+
+T = TypeVar("T")
+MAX_PAGE_SIZE = 1000
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    """Every list answers with this shape; `next_cursor` is null on the last page."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def paginate(items: Sequence[T], limit: int, cursor: str | None) -> Page[T]:
+    """Cut one page from a stable list; the cursor is an opaque offset.
+
+    Raises:
+        BadRequestError: the cursor was not issued by this API.
+    """
+    start = 0
+    if cursor is not None:
+        try:
+            start = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise BadRequestError(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page") from None
+        if start < 0:
+            raise BadRequestError(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page")
+    end = start + limit
+    next_cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
+    return Page[T](items=list(items[start:end]), next_cursor=next_cursor)
+
+
+class ToolCallRequest(_Request):
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class PromptGetRequest(_Request):
+    arguments: dict[str, str] = Field(default_factory=dict)
+
+
+class ReconnectResponse(BaseModel):
+    server: ServerState
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadinessResponse(BaseModel):
+    status: str
+    servers: dict[str, str]

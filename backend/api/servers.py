@@ -1,0 +1,31 @@
+"""/v1/servers: configured MCP servers, their status, and reconnecting one on demand."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.api.schemas import Page, paginate
+from backend.deps import Cursor, Limit, Mcp
+from backend.mcp.models import ServerState
+
+router = APIRouter(prefix="/v1/servers", tags=["servers"])
+
+
+@router.get("")
+async def list_servers(mcp: Mcp, limit: Limit = 1000, cursor: Cursor = None) -> Page[ServerState]:
+    """Every configured server with its status, transport, protocol version and counts."""
+    return paginate(mcp.servers(), limit, cursor)
+
+
+@router.get("/{name}")
+async def get_server(name: str, mcp: Mcp) -> ServerState:
+    """One server's status; `error` says why it is failed or reconnecting."""
+    return mcp.connection(name).state()
+
+
+@router.post("/{name}/reconnect", status_code=202)
+async def reconnect_server(name: str, mcp: Mcp) -> ServerState:
+    """Drop and re-open the connection to one server (a stdio server is restarted)."""
+    connection = mcp.connection(name)
+    connection.request_reconnect()
+    return connection.state()

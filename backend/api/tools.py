@@ -1,0 +1,30 @@
+"""/v1/tools: the tools of every ready server, and calling one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from backend.api.disconnect import cancel_on_disconnect
+from backend.api.schemas import Page, ToolCallRequest, paginate
+from backend.deps import Cursor, Limit, Mcp
+from backend.mcp.models import ToolInfo, ToolResult
+
+router = APIRouter(prefix="/v1/tools", tags=["tools"])
+
+
+@router.get("")
+async def list_tools(mcp: Mcp, limit: Limit = 1000, cursor: Cursor = None) -> Page[ToolInfo]:
+    """Tools of every ready server, named `<server>__<tool>`, with their schemas as the server gave them."""
+    return paginate(mcp.tools(), limit, cursor)
+
+
+@router.get("/{name}")
+async def get_tool(name: str, mcp: Mcp) -> ToolInfo:
+    """One tool by its exposed name."""
+    return mcp.tool(name)
+
+
+@router.post("/{name}/call")
+async def call_tool(name: str, body: ToolCallRequest, mcp: Mcp, request: Request) -> ToolResult:
+    """Call a tool. Arguments are checked against its input schema first; a tool error is a 200 with is_error."""
+    return await cancel_on_disconnect(request, lambda: mcp.call_tool(name, body.arguments))

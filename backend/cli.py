@@ -1,0 +1,89 @@
+"""The `mcpchat` command: `serve` runs the app, `servers check` tries every server in a servers file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import anyio
+import uvicorn
+
+from backend.app import create_app
+from backend.config import Settings, SettingsError, load_settings
+from backend.logging import configure_logging
+from backend.mcp.servers_file import ServersFileError, load_servers_file
+from backend.services.server_check import ServerReport, check_servers
+
+EXIT_CONFIG_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mcpchat` console script."""
+    parser = argparse.ArgumentParser(prog="mcpchat", description="MCP Chat: an LLM chat host for MCP servers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP API (what `make run` runs)")
+    serve.add_argument("--host", help="bind address (default: MCPCHAT_HOST)")
+    serve.add_argument("--port", type=int, help="port (default: MCPCHAT_PORT)")
+    servers = commands.add_parser("servers", help="MCP servers file tools")
+    servers_commands = servers.add_subparsers(dest="servers_command", required=True)
+    check = servers_commands.add_parser("check", help="validate the servers file and try every server")
+    check.add_argument("--file", type=Path, help="servers file (default: MCPCHAT_SERVERS_FILE)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"mcpchat: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own output
+        return EXIT_CONFIG_ERROR
+    configure_logging(level=settings.log_level, is_json=settings.is_json_logging)
+    try:
+        if args.command == "serve":
+            return _serve(settings, args.host, args.port)
+        path = args.file or settings.servers_file
+        reports = anyio.run(check_servers, load_servers_file(path), settings)
+        return _print_reports(path, reports)
+    except ServersFileError as exc:
+        print(f"mcpchat: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own output
+        return EXIT_CONFIG_ERROR
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _print_reports(path: Path, reports: list[ServerReport]) -> int:
+    lines = [f"servers file: {path}"]
+    for report in reports:
+        mark = "ok  " if report.is_ok else "FAIL"
+        lines.append(f"[{mark}] {report.name} ({report.transport}): {report.status.value}")
+        if report.error:
+            lines.append(f"       error: {report.error}")
+        if report.tools:
+            lines.append(f"       tools: {', '.join(report.tools)}")
+        lines.extend(f"       problem: {problem}" for problem in report.problems)
+    failed = [r.name for r in reports if not r.is_ok]
+    lines.append(
+        f"{len(reports) - len(failed)} of {len(reports)} servers ok"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    print("\n".join(lines))  # noqa: T201 - the CLI's own output
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

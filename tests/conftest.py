@@ -1,0 +1,38 @@
+"""Shared fixtures: real MCP servers as subprocesses, the app on a real socket, settings per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.app_runner import RunningApp, run_app
+from tests.support.specs import calculator_spec, make_settings, testserver_spec
+
+pytest_plugins = ["anyio"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def marker_dir(tmp_path: Path) -> Path:
+    """Where the test server writes files that prove what happened inside it."""
+    path = tmp_path / "markers"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def app(tmp_path: Path, marker_dir: Path) -> AsyncIterator[RunningApp]:
+    """The app with the calculator and the test server over stdio, both ready."""
+    specs = [
+        calculator_spec(),
+        testserver_spec(env={"TEST_SERVER_MARKER_DIR": str(marker_dir)}, timeout_s=5),
+    ]
+    async with run_app(make_settings(tmp_path), specs) as running:
+        await running.wait_ready("calculator", "test")
+        yield running

@@ -1,0 +1,54 @@
+"""Run the real app under uvicorn on a pre-bound loopback socket, and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import uvicorn
+
+from backend.app import create_app
+from backend.config import Settings
+from backend.mcp.models import ServerStatus
+from backend.mcp.servers_file import ServerSpec
+from backend.services.mcp_service import McpService
+
+WAIT_S = 20
+
+
+@dataclass
+class RunningApp:
+    base_url: str
+    http: httpx.AsyncClient
+    mcp: McpService
+
+    async def wait_for_status(self, name: str, *statuses: ServerStatus) -> None:
+        with anyio.fail_after(WAIT_S):
+            await self.mcp.connection(name).wait_for_status(*statuses)
+
+    async def wait_ready(self, *names: str) -> None:
+        for name in names:
+            await self.wait_for_status(name, ServerStatus.READY)
+
+
+@asynccontextmanager
+async def run_app(settings: Settings, specs: Sequence[ServerSpec]) -> AsyncIterator[RunningApp]:
+    """Start the app on 127.0.0.1 port 0; stop it (lifespan exit included) when the block ends."""
+    app = create_app(settings, specs)
+    sock = socket.create_server(("127.0.0.1", 0))  # bound first: no readiness polling
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        try:
+            async with httpx.AsyncClient(base_url=base_url, timeout=WAIT_S) as http:
+                # The first answer comes only after lifespan start-up, so the service exists from here on.
+                (await http.get("/healthz")).raise_for_status()
+                yield RunningApp(base_url=base_url, http=http, mcp=app.state.mcp)
+        finally:
+            server.should_exit = True
+    sock.close()

@@ -1,0 +1,62 @@
+"""Server specs and settings for tests: the bundled calculator and the purpose-built test server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from backend.config import Settings
+from backend.mcp.servers_file import ServerSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for one test: its own database file, quick retries, short grace periods."""
+    values: dict[str, Any] = {
+        "env": "test",
+        "database_url": f"sqlite:///{tmp_path / 'mcpchat.db'}",
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.5,
+        "shutdown_grace_s": 1.0,
+        "servers_file": tmp_path / "no-servers-file.json",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def calculator_spec(name: str = "calculator", **overrides: Any) -> ServerSpec:
+    values: dict[str, Any] = {
+        "name": name,
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": ("-m", "mcp_servers.calculator"),
+        "cwd": str(REPO_ROOT),
+    }
+    values.update(overrides)
+    return ServerSpec(**values)
+
+
+def testserver_spec(
+    name: str = "test", *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 5, **overrides: Any
+) -> ServerSpec:
+    values: dict[str, Any] = {
+        "name": name,
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": ("-m", "tests.support.mcp_test_server", *args),
+        "cwd": str(REPO_ROOT),
+        "env": dict(env or {}),
+        "call_timeout_s": timeout_s,
+        "connect_timeout_s": 20,
+    }
+    values.update(overrides)
+    return ServerSpec(**values)
+
+
+def http_spec(name: str, url: str, **overrides: Any) -> ServerSpec:
+    values: dict[str, Any] = {"name": name, "transport": "http", "url": url, "connect_timeout_s": 10}
+    values.update(overrides)
+    return ServerSpec(**values)

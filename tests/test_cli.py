@@ -1,0 +1,97 @@
+"""The `mcpchat` command and `make run` as a user runs them: real processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+import httpx
+
+from tests.support.processes import free_port, wait_http_ok
+from tests.support.specs import REPO_ROOT
+from tests.support.waiting import is_alive
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "MCPCHAT_ENV": "test", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def write_servers(path: Path, servers: Mapping[str, object]) -> Path:
+    path.write_text(json.dumps({"mcpServers": servers}))
+    return path
+
+
+def testserver_entry(*extra_args: str) -> dict[str, object]:
+    args = ["-m", "tests.support.mcp_test_server", *extra_args]
+    return {"command": sys.executable, "args": args, "cwd": str(REPO_ROOT)}
+
+
+def test_serve_exits_nonzero_naming_file_and_server_when_servers_file_is_bad(tmp_path: Path) -> None:
+    path = write_servers(tmp_path / "servers.json", {"good": testserver_entry(), "orphan": {"args": ["x"]}})
+    result = run_cli("serve", env={"MCPCHAT_SERVERS_FILE": str(path), "MCPCHAT_PORT": str(free_port())})
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert "server 'orphan': neither stdio nor http" in result.stderr
+
+
+def test_serve_exits_nonzero_naming_variable_when_setting_is_bad() -> None:
+    result = run_cli("serve", env={"MCPCHAT_PORT": "not-a-port"})
+    assert result.returncode == 2
+    assert "MCPCHAT_PORT" in result.stderr
+
+
+def test_servers_check_reports_tools_when_every_server_starts(tmp_path: Path) -> None:
+    calculator = {"command": sys.executable, "args": ["-m", "mcp_servers.calculator"], "cwd": str(REPO_ROOT)}
+    path = write_servers(tmp_path / "servers.json", {"calculator": calculator})
+    result = run_cli("servers", "check", "--file", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[ok  ] calculator (stdio): ready" in result.stdout
+    assert "tools: add, sum, sum_many, multiply, divide" in result.stdout
+    assert "1 of 1 servers ok" in result.stdout
+
+
+def test_servers_check_fails_with_the_error_when_a_server_cannot_start(tmp_path: Path) -> None:
+    servers = {"broken": testserver_entry("--fail-on-start", "no credentials"), "test": testserver_entry()}
+    path = write_servers(tmp_path / "servers.json", servers)
+    result = run_cli("servers", "check", "--file", str(path))
+    assert result.returncode == 1
+    assert "[FAIL] broken (stdio): failed" in result.stdout
+    assert "no credentials" in result.stdout
+    assert "[ok  ] test (stdio): ready" in result.stdout
+
+
+def test_make_run_stops_with_all_children_when_sent_sigterm(tmp_path: Path) -> None:
+    path = write_servers(tmp_path / "servers.json", {"test": testserver_entry("--ignore-stdin-eof")})
+    port = free_port()
+    env = {**os.environ, "MCPCHAT_PORT": str(port), "MCPCHAT_SERVERS_FILE": str(path), "MCPCHAT_ENV": "test"}
+    make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO_ROOT, env=env)
+    try:
+        anyio.run(wait_http_ok, f"http://127.0.0.1:{port}/readyz")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            child = client.get("/v1/servers/test").json()["pid"]
+            grandchild = int(
+                client.post("/v1/tools/test__spawn_grandchild/call", json={"arguments": {}}).json()["content"][0][
+                    "text"
+                ]
+            )
+        assert is_alive(child) and is_alive(grandchild)
+        make.send_signal(signal.SIGTERM)
+        assert make.wait(timeout=15) is not None
+    finally:
+        if make.poll() is None:
+            make.kill()
+    assert not is_alive(child)
+    assert not is_alive(grandchild)
