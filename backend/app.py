@@ -9,14 +9,21 @@ import structlog
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from backend.api import health, prompts, resources, servers, tools
+from backend.api import chat, conversations, health, prompts, resources, servers, tools
 from backend.config import Settings
+from backend.db.engine import create_engine, session_factory
+from backend.db.migrate import upgrade
+from backend.db.repositories import ConversationStore
 from backend.deps import AppState
 from backend.errors import install_error_handlers, render_crash
 from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
 from backend.middleware import BodySizeLimitMiddleware
+from backend.services.chat_service import ChatService
+from backend.services.llm_provider import LLMProvider
 from backend.services.mcp_service import McpService
+from backend.services.openai_service import OpenAIProvider
+from backend.services.tokens import load_token_counter
 
 log = structlog.get_logger(__name__)
 
@@ -32,10 +39,29 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            engine = create_engine(settings.database_url)
+            stack.push_async_callback(engine.dispose)
+            await upgrade(engine)
+            store = ConversationStore(session_factory(engine))
+            interrupted = await store.mark_interrupted()
+            if interrupted:
+                log.warning("chat.turns.interrupted", count=interrupted)
             mcp = await stack.enter_async_context(McpService(server_specs, settings).running())
-            app.state.mcp = mcp  # the running service, for code that embeds the app
-            log.info("app.started", servers=len(server_specs), env=settings.env.value)
-            yield AppState(settings=settings, mcp=mcp)
+            provider = _provider(settings)
+            if provider is not None:
+                stack.push_async_callback(provider.aclose)
+            tokens = await load_token_counter(settings.model)
+            chat = ChatService(store, mcp, provider, settings, tokens)
+            # The running services, for code that embeds the app (tests, benchmarks).
+            app.state.mcp, app.state.store, app.state.chat = mcp, store, chat
+            log.info(
+                "app.started",
+                servers=len(server_specs),
+                env=settings.env.value,
+                model=settings.model if provider is not None else None,
+                exact_tokens=tokens.exact,
+            )
+            yield AppState(settings=settings, mcp=mcp, store=store, chat=chat, database=engine)
             log.info("app.stopping")
 
     app = FastAPI(
@@ -45,8 +71,10 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, servers, tools, prompts, resources):
+    for module in (health, servers, tools, prompts, resources, conversations, chat):
         app.include_router(module.router)
+    app.include_router(tools.legacy_router)
+    app.include_router(servers.legacy_router)
     # Added innermost first: request context wraps everything, so even a 413 carries the request id.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.allowed_origins:
@@ -59,3 +87,11 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         )
     app.add_middleware(RequestContextMiddleware, render_crash=render_crash)
     return app
+
+
+def _provider(settings: Settings) -> LLMProvider | None:
+    """The configured model provider; None when none is configured (chat then answers 503, tools still work)."""
+    if not settings.openai_api_key and not settings.openai_base_url:
+        log.warning("llm.not_configured", hint="set OPENAI_API_KEY or OPENAI_BASE_URL to enable chat")
+        return None
+    return OpenAIProvider(settings)

@@ -11,6 +11,8 @@ import uvicorn
 
 from backend.app import create_app
 from backend.config import Settings, SettingsError, load_settings
+from backend.db.engine import create_engine
+from backend.db.migrate import current_revision, upgrade
 from backend.logging import configure_logging
 from backend.mcp.servers_file import ServersFileError, load_servers_file
 from backend.services.server_check import ServerReport, check_servers
@@ -29,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     servers_commands = servers.add_subparsers(dest="servers_command", required=True)
     check = servers_commands.add_parser("check", help="validate the servers file and try every server")
     check.add_argument("--file", type=Path, help="servers file (default: MCPCHAT_SERVERS_FILE)")
+    db = commands.add_parser("db", help="database tools")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply migrations to MCPCHAT_DATABASE_URL (start-up does this too)")
     args = parser.parse_args(argv)
 
     try:
@@ -40,12 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(settings, args.host, args.port)
+        if args.command == "db":
+            revision = anyio.run(_upgrade_database, settings.database_url)
+            print(f"database at revision {revision}")  # noqa: T201 - the CLI's own output
+            return 0
         path = args.file or settings.servers_file
         reports = anyio.run(check_servers, load_servers_file(path), settings)
         return _print_reports(path, reports)
     except ServersFileError as exc:
         print(f"mcpchat: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own output
         return EXIT_CONFIG_ERROR
+
+
+async def _upgrade_database(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:

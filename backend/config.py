@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     model: str = Field(default="gpt-4o-mini", min_length=1, validation_alias="MCPCHAT_MODEL")
 
+    # The chat loop and its model calls.
+    max_tool_rounds: int = Field(default=10, ge=1, le=100, validation_alias="MCPCHAT_MAX_TOOL_ROUNDS")
+    context_max_tokens: int = Field(default=16000, ge=256, validation_alias="MCPCHAT_CONTEXT_MAX_TOKENS")
+    max_message_chars: int = Field(default=32000, ge=1, validation_alias="MCPCHAT_MAX_MESSAGE_CHARS")
+    tool_result_max_bytes: int = Field(default=100_000, ge=1000, validation_alias="MCPCHAT_TOOL_RESULT_MAX_BYTES")
+    system_prompt: str | None = Field(default=None, validation_alias="MCPCHAT_SYSTEM_PROMPT")
+    llm_timeout_s: float = Field(default=120.0, gt=0, validation_alias="MCPCHAT_LLM_TIMEOUT_S")
+    llm_max_attempts: int = Field(default=4, ge=1, le=10, validation_alias="MCPCHAT_LLM_MAX_ATTEMPTS")
+    llm_retry_initial_s: float = Field(default=0.5, gt=0, validation_alias="MCPCHAT_LLM_RETRY_INITIAL_S")
+    llm_retry_max_s: float = Field(default=20.0, gt=0, validation_alias="MCPCHAT_LLM_RETRY_MAX_S")
+
     database_url: str = Field(default="sqlite:///./data/mcpchat.db", validation_alias="MCPCHAT_DATABASE_URL")
     servers_file: Path = Field(default=BUNDLED_SERVERS_FILE, validation_alias="MCPCHAT_SERVERS_FILE")
     cors_origins: Annotated[list[str] | None, NoDecode] = Field(default=None, validation_alias="MCPCHAT_CORS_ORIGINS")

@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
+LEGACY_PREFIX = "/api/"
+
+
 class AppError(Exception):
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal-error"
@@ -103,8 +106,12 @@ def problem_response(
     detail: str,
     extra: Mapping[str, JsonValue] | None = None,
     headers: Mapping[str, str] | None = None,
+    path: str = "",
 ) -> Response:
-    """Render one problem as `application/problem+json` carrying the request id."""
+    """Render one problem as `application/problem+json` carrying the request id.
+
+    Under the legacy `/api/` prefix the body also carries `error` (the detail): the old clients read that.
+    """
     body: dict[str, JsonValue] = {
         "type": f"/problems/{slug}",
         "title": title,
@@ -113,14 +120,16 @@ def problem_response(
         "request_id": current_request_id(),
     }
     body.update(extra or {})
+    if path.startswith(LEGACY_PREFIX):
+        body["error"] = detail
     return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
-async def _on_app_error(_request: Request, exc: Exception) -> Response:
+async def _on_app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     if exc.status >= 500:
         log.warning("request.failed", problem=exc.slug, detail=exc.detail)
-    return problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.extra)
+    return problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.extra, path=request.url.path)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
@@ -136,10 +145,10 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     else:
         detail = str(exc.detail) if exc.detail else phrase
     slug = phrase.lower().replace(" ", "-").replace("'", "")
-    return problem_response(status, slug, phrase, detail, headers=exc.headers)
+    return problem_response(status, slug, phrase, detail, headers=exc.headers, path=request.url.path)
 
 
-async def _on_validation_error(_request: Request, exc: Exception) -> Response:
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors: list[JsonValue] = [
         {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]} for error in exc.errors()
@@ -147,12 +156,16 @@ async def _on_validation_error(_request: Request, exc: Exception) -> Response:
     first = errors[0] if errors else {}
     summary = f"{first['field']}: {first['message']}" if isinstance(first, dict) and first else "invalid request"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return problem_response(422, "validation-error", "Invalid request", f"{summary}{more}", {"errors": errors})
+    detail = f"{summary}{more}"
+    return problem_response(
+        422, "validation-error", "Invalid request", detail, {"errors": errors}, path=request.url.path
+    )
 
 
 async def render_crash(scope: Scope, receive: Receive, send: Send) -> None:
     """Answer an unexpected error as a 500 problem; the trace stays in our log."""
-    response = problem_response(500, AppError.slug, AppError.title, "The server failed unexpectedly; see its log.")
+    detail = "The server failed unexpectedly; see its log."
+    response = problem_response(500, AppError.slug, AppError.title, detail, path=scope.get("path", ""))
     await response(scope, receive, send)
 
 

@@ -53,7 +53,8 @@ class BodySizeLimitMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLargeError
         detail = f"The request body is larger than MCPCHAT_MAX_BODY_BYTES={self.max_bytes} bytes."
-        await problem_response(error.status, error.slug, error.title, detail)(scope, receive, send)
+        response = problem_response(error.status, error.slug, error.title, detail, path=scope["path"])
+        await response(scope, receive, send)
 
 
 def _replay(messages: list[Message], last: Message | None, receive: Receive) -> Receive:

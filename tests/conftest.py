@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.app_runner import RunningApp, run_app
-from tests.support.specs import calculator_spec, make_settings, testserver_spec
+from tests.support.fake_openai import FakeOpenAI, run_fake_openai
+from tests.support.specs import calculator_spec, chat_settings, make_settings, testserver_spec
 
 pytest_plugins = ["anyio"]
 
@@ -34,5 +35,24 @@ async def app(tmp_path: Path, marker_dir: Path) -> AsyncIterator[RunningApp]:
         testserver_spec(env={"TEST_SERVER_MARKER_DIR": str(marker_dir)}, timeout_s=5),
     ]
     async with run_app(make_settings(tmp_path), specs) as running:
+        await running.wait_ready("calculator", "test")
+        yield running
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeOpenAI]:
+    """A fake OpenAI-compatible server on loopback, scripted per test."""
+    async with run_fake_openai() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def chat_app(tmp_path: Path, marker_dir: Path, fake_llm: FakeOpenAI) -> AsyncIterator[RunningApp]:
+    """The app with the calculator and the test server, chatting with the fake model."""
+    specs = [
+        calculator_spec(),
+        testserver_spec(env={"TEST_SERVER_MARKER_DIR": str(marker_dir)}, timeout_s=5),
+    ]
+    async with run_app(chat_settings(tmp_path, fake_llm), specs) as running:
         await running.wait_ready("calculator", "test")
         yield running

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -64,4 +65,63 @@ class HealthResponse(BaseModel):
 
 class ReadinessResponse(BaseModel):
     status: str
+    database: str
     servers: dict[str, str]
+
+
+# -- conversations ---------------------------------------------------------------------------------
+
+
+class ConversationCreate(_Request):
+    title: str | None = Field(default=None, max_length=200)
+
+
+class ConversationUpdate(_Request):
+    title: str | None = Field(max_length=200)
+
+
+class MessageCreate(_Request):
+    content: str = Field(min_length=1, description="The user's message (at most MCPCHAT_MAX_MESSAGE_CHARS)")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    name: str
+    server: str | None
+    arguments: JsonValue  # the object the model sent, or its raw text when that was not valid JSON
+    result: JsonValue | None  # {"content": [...MCP blocks], "structured_content": ...}; null on failure
+    result_text: str | None  # what the model was shown
+    is_error: bool
+    status: str
+    duration_ms: float | None
+
+
+class MessageOut(BaseModel):
+    id: str
+    role: str
+    content: str
+    tool_calls: list[ToolCallOut]
+    status: str
+    created_at: datetime
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str | None
+    kind: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationDetail(ConversationOut):
+    messages: list[MessageOut]
+
+
+class TurnResponse(BaseModel):
+    status: str  # completed | cancelled
+    message: MessageOut | None  # the final assistant message; null when the turn was cancelled before one
+    tool_calls: list[ToolCallOut]
+
+
+class CancelResponse(BaseModel):
+    cancelled_turns: int

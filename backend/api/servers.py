@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from backend.api.schemas import Page, paginate
@@ -29,3 +31,23 @@ async def reconnect_server(name: str, mcp: Mcp) -> ServerState:
     connection = mcp.connection(name)
     connection.request_reconnect()
     return connection.state()
+
+
+legacy_router = APIRouter(prefix="/api", tags=["legacy"])
+
+
+@legacy_router.get("/servers")
+async def legacy_servers(mcp: Mcp) -> dict[str, list[dict[str, Any]]]:
+    """Every configured server as the old app listed them (plus `status`, which old clients ignore)."""
+    return {
+        "servers": [
+            {
+                "key": server.name,
+                "name": server.description or server.name,
+                "requires_auth": False,  # servers behind OAuth come with the authorization work
+                "authenticated": False,
+                "status": server.status.value,
+            }
+            for server in mcp.servers()
+        ]
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from backend.api.disconnect import cancel_on_disconnect
@@ -28,3 +30,25 @@ async def get_tool(name: str, mcp: Mcp) -> ToolInfo:
 async def call_tool(name: str, body: ToolCallRequest, mcp: Mcp, request: Request) -> ToolResult:
     """Call a tool. Arguments are checked against its input schema first; a tool error is a 200 with is_error."""
     return await cancel_on_disconnect(request, lambda: mcp.call_tool(name, body.arguments))
+
+
+legacy_router = APIRouter(prefix="/api", tags=["legacy"])
+
+
+@legacy_router.get("/tools")
+async def legacy_tools(mcp: Mcp) -> dict[str, list[dict[str, Any]]]:
+    """Tools in OpenAI function format, as the old app listed them; `_server` names the MCP server."""
+    return {
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description or tool.title or "",
+                    "parameters": tool.input_schema,
+                },
+                "_server": tool.server,
+            }
+            for tool in mcp.tools()
+        ]
+    }

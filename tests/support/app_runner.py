@@ -15,6 +15,7 @@ from backend.app import create_app
 from backend.config import Settings
 from backend.mcp.models import ServerStatus
 from backend.mcp.servers_file import ServerSpec
+from backend.services.chat_service import ChatService
 from backend.services.mcp_service import McpService
 
 WAIT_S = 20
@@ -25,6 +26,7 @@ class RunningApp:
     base_url: str
     http: httpx.AsyncClient
     mcp: McpService
+    chat: ChatService
 
     async def wait_for_status(self, name: str, *statuses: ServerStatus) -> None:
         with anyio.fail_after(WAIT_S):
@@ -42,13 +44,20 @@ async def run_app(settings: Settings, specs: Sequence[ServerSpec]) -> AsyncItera
     sock = socket.create_server(("127.0.0.1", 0))  # bound first: no readiness polling
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def serve() -> None:
+        try:
+            await server.serve([sock])
+        except SystemExit as exc:  # uvicorn's answer to a failed lifespan start-up
+            raise RuntimeError(f"the app failed to start (uvicorn exit {exc.code}); see the log above") from None
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
+        tg.start_soon(serve)
         try:
             async with httpx.AsyncClient(base_url=base_url, timeout=WAIT_S) as http:
                 # The first answer comes only after lifespan start-up, so the service exists from here on.
                 (await http.get("/healthz")).raise_for_status()
-                yield RunningApp(base_url=base_url, http=http, mcp=app.state.mcp)
+                yield RunningApp(base_url=base_url, http=http, mcp=app.state.mcp, chat=app.state.chat)
         finally:
             server.should_exit = True
     sock.close()

@@ -67,6 +67,24 @@ async def hang(seconds: float) -> str:
     return "woke up"
 
 
+_arrivals: dict[str, anyio.Event] = {}
+
+
+def _arrival(name: str) -> anyio.Event:
+    return _arrivals.setdefault(name, anyio.Event())
+
+
+@server.tool()
+async def barrier(name: str, others: list[str], timeout_s: float = 10.0) -> CallToolResult:
+    """Arrive as `name`, then wait for every one of `others`: it succeeds only when the calls overlap."""
+    _arrival(name).set()
+    with anyio.move_on_after(timeout_s):
+        for other in others:
+            await _arrival(other).wait()
+        return CallToolResult(content=[text(f"{name} met {', '.join(others)}")])
+    return CallToolResult(content=[text(f"{name} waited {timeout_s}s alone")], is_error=True)
+
+
 @server.tool()
 async def progress(steps: int, delay_s: float, ctx: Context) -> str:
     """Report progress `steps` times, then answer "done"."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from backend.config import Settings
 from backend.mcp.servers_file import ServerSpec
+from tests.support.fake_openai import FakeOpenAI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +26,18 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def chat_settings(tmp_path: Path, fake_llm: FakeOpenAI, **overrides: Any) -> Settings:
+    """Settings whose model is the fake OpenAI server, with retries quick enough for tests."""
+    values: dict[str, Any] = {
+        "openai_base_url": fake_llm.base_url,
+        "openai_api_key": "test-key",
+        "llm_retry_initial_s": 0.01,
+        "llm_retry_max_s": 0.05,
+    }
+    values.update(overrides)
+    return make_settings(tmp_path, **values)
 
 
 def calculator_spec(name: str = "calculator", **overrides: Any) -> ServerSpec:

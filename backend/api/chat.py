@@ -1,0 +1,89 @@
+"""The legacy chat API, contract unchanged: POST /api/chat, GET /api/history, POST /api/clear.
+
+The old React page and scripts use it. Its history is one stored conversation (the newest of kind `legacy`);
+/api/clear starts a new one and keeps the old. Errors are problem+json that also carry `error`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from backend.api.disconnect import cancel_on_disconnect
+from backend.db.models import ConversationKind
+from backend.deps import Chat, Store
+from backend.errors import AppError, BadRequestError
+from backend.services.chat_service import history_messages
+from backend.services.openai_service import arguments_as_object, to_openai_message
+
+router = APIRouter(prefix="/api", tags=["legacy"])
+
+
+class UnsupportedMediaTypeError(AppError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+async def _message_from(request: Request) -> str:
+    """The `message` of a JSON body, checked the way the old app's clients expect."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaTypeError("Send the body as JSON with Content-Type: application/json.")
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequestError('The body must be a JSON object like {"message": "..."}.')
+    message = body.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise BadRequestError('"message" is required and must be a non-empty string.')
+    return message
+
+
+@router.post(
+    "/chat",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}
+            },
+        }
+    },
+)
+async def legacy_chat(request: Request, store: Store, chat: Chat) -> dict[str, Any]:
+    """`{"message"}` → `{"response", "tool_calls": [{"name", "args", "result", "id"}]}`."""
+    message = await _message_from(request)
+    chat.check_ready(message)
+    conversation = await store.legacy()
+    outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(conversation.id, message))
+    final = outcome.final_message
+    return {
+        "response": final.content if final is not None else "",
+        "tool_calls": [
+            {
+                "name": call.name,
+                "args": arguments_as_object(call.arguments_json),
+                "result": call.result_text or "",
+                "id": call.call_id,
+            }
+            for call in outcome.tool_calls
+        ],
+    }
+
+
+@router.get("/history")
+async def legacy_history(store: Store) -> dict[str, Any]:
+    """The legacy conversation in OpenAI message format, ready to replay to a model."""
+    conversation = await store.legacy()
+    _, turns = await store.history(conversation.id)
+    return {"history": [to_openai_message(message) for message in history_messages(turns)]}
+
+
+@router.post("/clear")
+async def legacy_clear(store: Store) -> dict[str, Any]:
+    """Start a fresh legacy conversation; the old one stays stored (and listed under /v1/conversations)."""
+    await store.create("Legacy chat", kind=ConversationKind.LEGACY)
+    return {"history": []}

@@ -1,0 +1,55 @@
+"""Stored rows as API models: one place that turns the database's shapes into the HTTP API's."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import JsonValue
+
+from backend.api.schemas import ConversationDetail, ConversationOut, MessageOut, ToolCallOut
+from backend.db.models import Conversation, Message, ToolCall, Turn
+
+
+def tool_call_out(call: ToolCall) -> ToolCallOut:
+    arguments: JsonValue
+    try:
+        arguments = json.loads(call.arguments_json) if call.arguments_json.strip() else {}
+    except json.JSONDecodeError:
+        arguments = call.arguments_json
+    return ToolCallOut(
+        id=call.id,
+        name=call.name,
+        server=call.server,
+        arguments=arguments,
+        result=call.result,
+        result_text=call.result_text,
+        is_error=call.is_error,
+        status=call.status,
+        duration_ms=call.duration_ms,
+    )
+
+
+def message_out(message: Message) -> MessageOut:
+    return MessageOut(
+        id=message.id,
+        role=message.role,
+        content=message.content,
+        tool_calls=[tool_call_out(call) for call in message.tool_calls],
+        status=message.status,
+        created_at=message.created_at,
+    )
+
+
+def conversation_out(conversation: Conversation) -> ConversationOut:
+    return ConversationOut(
+        id=conversation.id,
+        title=conversation.title,
+        kind=conversation.kind,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+    )
+
+
+def conversation_detail(conversation: Conversation, turns: list[Turn]) -> ConversationDetail:
+    messages = [message_out(message) for turn in turns for message in turn.messages]
+    return ConversationDetail(**conversation_out(conversation).model_dump(), messages=messages)

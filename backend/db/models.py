@@ -1,0 +1,127 @@
+"""Tables: conversations, the turns in them, their messages and the tool calls those messages asked for.
+
+Tool results are not separate messages: each tool call row carries its result, and the OpenAI-format history
+(an assistant message with tool_calls, then one `tool` message per call) is derived from it, so a tool-call
+message is never stored without a place for its results.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TurnStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the process stopped mid-turn; found and marked at the next start
+
+
+class ToolCallStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class ConversationKind(StrEnum):
+    CHAT = "chat"
+    LEGACY = "legacy"  # the history behind /api/chat
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    title: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16), default=ConversationKind.CHAT.value)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_conversations_created", "created_at", "id"),
+        Index("ix_conversations_kind_created", "kind", "created_at"),
+    )
+
+
+class Turn(Base):
+    """One user message and everything the model and tools did to answer it."""
+
+    __tablename__ = "turns"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=TurnStatus.RUNNING.value)
+    # Tokens of everything this turn adds to the model's context, summed when it ends: context building
+    # reads these instead of re-counting old messages.
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="turn", order_by="Message.seq", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (Index("ix_turns_conversation_started", "conversation_id", "started_at", "id"),)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    turn_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)  # position within the turn
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="completed")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    turn: Mapped[Turn] = relationship(back_populates="messages")
+    tool_calls: Mapped[list[ToolCall]] = relationship(
+        back_populates="message", order_by="ToolCall.seq", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (Index("ix_messages_turn_seq", "turn_id", "seq"),)
+
+
+class ToolCall(Base):
+    __tablename__ = "tool_calls"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)  # position within the message
+    call_id: Mapped[str] = mapped_column(String(100))  # the provider's id, echoed in the tool result message
+    name: Mapped[str] = mapped_column(String(200))  # the namespaced name the model used
+    server: Mapped[str | None] = mapped_column(String(100))  # None: the model named no known tool
+    arguments_json: Mapped[str] = mapped_column(Text)  # exactly what the model sent (may be invalid JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # content blocks + structured content
+    result_text: Mapped[str | None] = mapped_column(Text, default=None)  # what the model was shown
+    is_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default=ToolCallStatus.RUNNING.value)
+    duration_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="tool_calls")
+
+    __table_args__ = (Index("ix_tool_calls_message_seq", "message_id", "seq"),)

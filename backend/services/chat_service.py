@@ -1,0 +1,390 @@
+"""The chat loop: user message → model (with every ready server's tools) → tool calls in parallel → model → …
+
+Durability: the user message is stored before the model is called, and every assistant message and tool call
+as it completes, so a crash mid-turn loses nothing already said. Isolation: a turn's context is the stored
+conversation as it stood when the turn began (finished turns only) plus its own messages, so concurrent turns
+in one conversation never see each other's partial work. The context sent to the model is the newest history
+that fits the token budget, read from per-turn token counts: a turn's cost does not grow with the history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio import CancelScope
+
+from backend.config import Settings
+from backend.db.models import Message, ToolCall, ToolCallStatus, Turn, TurnStatus, new_id
+from backend.db.repositories import ConversationStore, NewToolCall, ToolCallOutcome
+from backend.errors import AppError, PayloadTooLargeError
+from backend.mcp.models import JsonObject, Progress
+from backend.services.llm_provider import (
+    AssistantMessage,
+    Completion,
+    LLMError,
+    LLMMessage,
+    LLMNotConfiguredError,
+    LLMProvider,
+    ModelCall,
+    SystemMessage,
+    TextDelta,
+    ToolCallRequest,
+    ToolDefinition,
+    ToolResultMessage,
+    UserMessage,
+)
+from backend.services.mcp_service import McpService
+from backend.services.openai_service import NOT_CONFIGURED_DETAIL
+from backend.services.tokens import TokenCounter
+from backend.services.tool_results import error_for_model, text_for_model
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    """Something a watcher of the turn (an SSE stream) is told about, as it happens."""
+
+    type: str
+    data: dict[str, Any]
+
+
+Emit = Callable[[TurnEvent], Awaitable[None]]
+
+
+async def _ignore(_event: TurnEvent) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    turn: Turn
+    status: TurnStatus
+    user_message: Message
+    final_message: Message | None
+    tool_calls: list[ToolCall]
+
+
+class MessageTooLongError(PayloadTooLargeError):
+    slug, title = "message-too-long", "Message too long"
+
+
+class RunningTurns:
+    """The cancel scopes of the turns running now, by conversation, for POST .../cancel."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[str, set[CancelScope]] = defaultdict(set)
+
+    @contextmanager
+    def track(self, conversation_id: str) -> Iterator[CancelScope]:
+        scope = CancelScope()
+        self._scopes[conversation_id].add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._scopes[conversation_id].discard(scope)
+            if not self._scopes[conversation_id]:
+                del self._scopes[conversation_id]
+
+    def cancel(self, conversation_id: str) -> int:
+        scopes = self._scopes.get(conversation_id, set())
+        for scope in scopes:
+            scope.cancel()
+        return len(scopes)
+
+    def count(self, conversation_id: str | None = None) -> int:
+        if conversation_id is not None:
+            return len(self._scopes.get(conversation_id, ()))
+        return sum(len(scopes) for scopes in self._scopes.values())
+
+
+@dataclass
+class _TurnState:
+    turn: Turn
+    user_message: Message
+    tokens: int
+    seq: int = 1
+    streaming_id: str | None = None  # the assistant message being streamed, not stored yet
+    streaming_text: list[str] = field(default_factory=list)
+    final_message: Message | None = None
+
+
+class ChatService:
+    def __init__(
+        self,
+        store: ConversationStore,
+        mcp: McpService,
+        provider: LLMProvider | None,
+        settings: Settings,
+        tokens: TokenCounter,
+    ) -> None:
+        self._store, self._mcp, self._provider = store, mcp, provider
+        self._settings, self._tokens = settings, tokens
+        self.running = RunningTurns()
+
+    def check_ready(self, content: str) -> LLMProvider:
+        """Refuse a message before anything is stored or sent.
+
+        Raises:
+            MessageTooLongError: over MCPCHAT_MAX_MESSAGE_CHARS.
+            LLMNotConfiguredError: no model is configured.
+        """
+        limit = self._settings.max_message_chars
+        if len(content) > limit:
+            raise MessageTooLongError(
+                f"The message is {len(content)} characters long; MCPCHAT_MAX_MESSAGE_CHARS allows {limit}."
+            )
+        if self._provider is None:
+            raise LLMNotConfiguredError(NOT_CONFIGURED_DETAIL)
+        return self._provider
+
+    async def run_turn(self, conversation_id: str, content: str, emit: Emit = _ignore) -> TurnOutcome:
+        """Answer one user message, storing everything as it happens.
+
+        Raises:
+            MessageTooLongError, LLMNotConfiguredError: before anything is stored.
+            ConversationNotFoundError: no such conversation.
+            LLMError: the model failed; the user message and the turn's work so far are stored.
+        """
+        provider = self.check_ready(content)
+        turn, user_message = await self._store.start_turn(conversation_id, content)
+        log.info("chat.turn.started", conversation_id=conversation_id, turn_id=turn.id)
+        await emit(TurnEvent("message.created", message_payload(user_message)))
+        state = _TurnState(turn=turn, user_message=user_message, tokens=self._tokens.message(content))
+        status = TurnStatus.FAILED
+        started_s = time.perf_counter()
+        try:
+            with self.running.track(conversation_id) as scope:
+                await self._loop(provider, state, emit)
+                status = TurnStatus.COMPLETED
+            if scope.cancelled_caught:
+                status = TurnStatus.CANCELLED
+        except anyio.get_cancelled_exc_class():
+            status = TurnStatus.CANCELLED
+            raise
+        finally:
+            with CancelScope(shield=True):
+                await self._settle(state, status)
+                log.info(
+                    "chat.turn.finished",
+                    conversation_id=conversation_id,
+                    turn_id=turn.id,
+                    status=status.value,
+                    duration_ms=round((time.perf_counter() - started_s) * 1000, 2),
+                )
+        stored = await self._store.turn(turn.id)
+        calls = [call for message in stored.messages for call in message.tool_calls]
+        final_id = state.final_message.id if state.final_message is not None else None
+        final = next((message for message in stored.messages if message.id == final_id), None)
+        return TurnOutcome(turn=stored, status=status, user_message=user_message, final_message=final, tool_calls=calls)
+
+    async def _settle(self, state: _TurnState, status: TurnStatus) -> None:
+        """Store what a cancelled or failed turn had produced, and the turn's end."""
+        if state.streaming_id is not None and state.streaming_text:
+            text = "".join(state.streaming_text)
+            await self._store.add_assistant_message(
+                state.turn, state.streaming_id, state.seq, text, status=status.value
+            )
+            state.tokens += self._tokens.message(text)
+        await self._store.finish_turn(state.turn, status, state.tokens)
+
+    async def _loop(self, provider: LLMProvider, state: _TurnState, emit: Emit) -> None:
+        messages = await self._context(state)
+        rounds = self._settings.max_tool_rounds
+        for _ in range(rounds):
+            completion = await self._model_call(provider, ModelCall(messages, self._tool_definitions()), state, emit)
+            if not completion.tool_calls:
+                await self._store_answer(state, completion.text, emit)
+                return
+            messages.append(AssistantMessage(completion.text, completion.tool_calls))
+            messages.extend(await self._run_tool_calls(state, completion, emit))
+        await self._store_answer(
+            state,
+            f"I stopped after {rounds} rounds of tool calls without reaching an answer "
+            f"(MCPCHAT_MAX_TOOL_ROUNDS={rounds}). Ask again, perhaps more narrowly, to continue.",
+            emit,
+        )
+
+    async def _context(self, state: _TurnState) -> list[LLMMessage]:
+        system = self._settings.system_prompt
+        prefix: list[LLMMessage] = [SystemMessage(system)] if system else []
+        budget = self._settings.context_max_tokens - state.tokens - (self._tokens.message(system) if system else 0)
+        turns = await self._store.context_turns(state.turn, max(budget, 0))
+        return [*prefix, *history_messages(turns), UserMessage(state.user_message.content)]
+
+    def _tool_definitions(self) -> list[ToolDefinition]:
+        return [
+            ToolDefinition(
+                name=tool.name, description=tool.description or tool.title or "", parameters=tool.input_schema
+            )
+            for tool in self._mcp.tools()
+        ]
+
+    async def _model_call(self, provider: LLMProvider, call: ModelCall, state: _TurnState, emit: Emit) -> Completion:
+        state.streaming_id, state.streaming_text = new_id(), []
+        async for event in provider.stream(call):
+            if isinstance(event, TextDelta):
+                state.streaming_text.append(event.text)
+                await emit(TurnEvent("message.delta", {"message_id": state.streaming_id, "text": event.text}))
+            else:
+                return event
+        raise LLMError("The model's answer ended without completing.")
+
+    async def _store_answer(self, state: _TurnState, text: str, emit: Emit) -> None:
+        message_id = state.streaming_id or new_id()
+        message = await self._store.add_assistant_message(state.turn, message_id, state.seq, text)
+        state.streaming_id, state.seq, state.final_message = None, state.seq + 1, message
+        state.tokens += self._tokens.message(text)
+        await emit(TurnEvent("message.completed", {"message_id": message.id, "content": text}))
+
+    async def _run_tool_calls(self, state: _TurnState, completion: Completion, emit: Emit) -> list[ToolResultMessage]:
+        message_id = state.streaming_id or new_id()
+        calls = [
+            NewToolCall(
+                id=new_id(),
+                call_id=request.id,
+                name=request.name,
+                server=self._server_of(request.name),
+                arguments_json=request.arguments,
+            )
+            for request in completion.tool_calls
+        ]
+        await self._store.add_assistant_message(state.turn, message_id, state.seq, completion.text, calls)
+        state.streaming_id, state.seq = None, state.seq + 1
+        state.tokens += self._tokens.message(completion.text, *(c.name + c.arguments_json for c in calls))
+        await emit(TurnEvent("message.completed", {"message_id": message_id, "content": completion.text}))
+        results: list[ToolResultMessage | None] = [None] * len(calls)
+
+        async def run(index: int, call: NewToolCall) -> None:
+            results[index] = await self._run_tool_call(call, message_id, emit)
+
+        async with anyio.create_task_group() as tg:  # the model asked for them together: run them together
+            for index, call in enumerate(calls):
+                tg.start_soon(run, index, call)
+        done = [result for result in results if result is not None]
+        state.tokens += sum(self._tokens.message(result.content) for result in done)
+        return done
+
+    def _server_of(self, name: str) -> str | None:
+        try:
+            return self._mcp.tool(name).server
+        except AppError:
+            return None
+
+    async def _run_tool_call(self, call: NewToolCall, message_id: str, emit: Emit) -> ToolResultMessage:
+        arguments = _parse_arguments(call.arguments_json)
+        await emit(
+            TurnEvent(
+                "tool_call.started",
+                {
+                    "tool_call_id": call.id,
+                    "message_id": message_id,
+                    "name": call.name,
+                    "server": call.server,
+                    "arguments": arguments if isinstance(arguments, dict) else call.arguments_json,
+                },
+            )
+        )
+        is_running = True
+
+        async def on_progress(progress: Progress) -> None:
+            if is_running:  # progress may arrive after the result; the watcher has moved on by then
+                payload = {"tool_call_id": call.id, **progress.model_dump()}
+                await emit(TurnEvent("tool_call.progress", payload))
+
+        outcome = await self._execute(call, arguments, on_progress)
+        is_running = False
+        await self._store.finish_tool_call(call.id, outcome)
+        await emit(
+            TurnEvent(
+                "tool_call.completed",
+                {
+                    "tool_call_id": call.id,
+                    "result": outcome.result,
+                    "result_text": outcome.result_text,
+                    "is_error": outcome.is_error,
+                    "duration_ms": outcome.duration_ms,
+                },
+            )
+        )
+        return ToolResultMessage(tool_call_id=call.call_id, content=outcome.result_text)
+
+    async def _execute(
+        self, call: NewToolCall, arguments: Any, on_progress: Callable[[Progress], Awaitable[None]]
+    ) -> ToolCallOutcome:
+        """Run one tool call; every failure becomes an error result the model can read and act on."""
+        limit = self._settings.tool_result_max_bytes
+        started_s = time.perf_counter()
+
+        def failed(detail: str) -> ToolCallOutcome:
+            duration_ms = round((time.perf_counter() - started_s) * 1000, 3)
+            return ToolCallOutcome(None, error_for_model(detail, limit), True, ToolCallStatus.COMPLETED, duration_ms)
+
+        if isinstance(arguments, json.JSONDecodeError):
+            return failed(
+                f"the arguments are not valid JSON ({arguments.msg} at character {arguments.pos}); "
+                "send one JSON object that matches the tool's input schema."
+            )
+        if not isinstance(arguments, dict):
+            return failed("the arguments must be a JSON object that matches the tool's input schema.")
+        try:
+            result = await self._mcp.call_tool(call.name, arguments, on_progress)
+        except AppError as exc:
+            return failed(exc.detail)
+        text = text_for_model(result.content, result.structured_content, result.is_error, limit)
+        stored: dict[str, Any] = {"content": result.content, "structured_content": result.structured_content}
+        return ToolCallOutcome(stored, text, result.is_error, ToolCallStatus.COMPLETED, result.duration_ms)
+
+
+def _parse_arguments(arguments_json: str) -> JsonObject | json.JSONDecodeError | Any:
+    try:
+        return json.loads(arguments_json) if arguments_json.strip() else {}
+    except json.JSONDecodeError as exc:
+        return exc
+
+
+def history_messages(turns: list[Turn]) -> list[LLMMessage]:
+    """Stored turns as model messages: each assistant tool-call message followed by one result per call."""
+    out: list[LLMMessage] = []
+    for turn in turns:
+        for message in turn.messages:
+            if message.role == "user":
+                out.append(UserMessage(message.content))
+                continue
+            requests = tuple(
+                ToolCallRequest(id=c.call_id, name=c.name, arguments=replayable_arguments(c.arguments_json))
+                for c in message.tool_calls
+            )
+            out.append(AssistantMessage(message.content, requests))
+            out.extend(ToolResultMessage(c.call_id, tool_result_text(c)) for c in message.tool_calls)
+    return out
+
+
+def replayable_arguments(arguments_json: str) -> str:
+    """Arguments the model may be shown again: invalid JSON (already answered with an error) becomes {}."""
+    return arguments_json if isinstance(_parse_arguments(arguments_json), dict) else "{}"
+
+
+def tool_result_text(call: ToolCall) -> str:
+    if call.result_text is not None:
+        return call.result_text
+    return f"{'[tool error] ' if call.status != ToolCallStatus.COMPLETED else ''}The tool call was {call.status}."
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "created_at": message.created_at.isoformat(),
+    }

@@ -1,0 +1,101 @@
+"""The LLM provider interface the chat loop talks to; one file per provider implements it.
+
+Messages and events are our own types, so a provider with another wire format (Anthropic, Gemini) is a new
+file that maps them, and the loop does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from backend.errors import AppError
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    id: str
+    name: str
+    arguments: str  # as the model wrote it: JSON text, possibly invalid
+
+
+@dataclass(frozen=True)
+class SystemMessage:
+    content: str
+    role: Literal["system"] = "system"
+
+
+@dataclass(frozen=True)
+class UserMessage:
+    content: str
+    role: Literal["user"] = "user"
+
+
+@dataclass(frozen=True)
+class AssistantMessage:
+    content: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    role: Literal["assistant"] = "assistant"
+
+
+@dataclass(frozen=True)
+class ToolResultMessage:
+    tool_call_id: str
+    content: str
+    role: Literal["tool"] = "tool"
+
+
+LLMMessage = SystemMessage | UserMessage | AssistantMessage | ToolResultMessage
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The last event of a model call: the whole answer."""
+
+    text: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+LLMEvent = TextDelta | Completion
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    messages: list[LLMMessage]
+    tools: list[ToolDefinition] = field(default_factory=list)
+
+
+class LLMProvider(Protocol):
+    """Streams one model call: `TextDelta`s as text arrives, then exactly one `Completion`."""
+
+    model: str
+
+    def stream(self, call: ModelCall) -> AsyncIterator[LLMEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LLMNotConfiguredError(AppError):
+    status, slug, title = 503, "llm-not-configured", "No language model configured"
+
+
+class LLMError(AppError):
+    """The provider failed (after retries, for transient failures)."""
+
+    status, slug, title = 502, "llm-error", "Language model error"

@@ -1,0 +1,219 @@
+"""OpenAI (and any OpenAI-compatible server: vLLM, Ollama, LM Studio) as an `LLMProvider`.
+
+One shared `AsyncOpenAI` client; streaming with tool calls; transient failures (429, 5xx, connection errors,
+timeouts) retried by tenacity with exponential backoff and jitter, honouring Retry-After. The SDK's own
+retries are off so that there is one retry policy, ours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import structlog
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from backend.config import Settings
+from backend.services.llm_provider import (
+    AssistantMessage,
+    Completion,
+    LLMError,
+    LLMEvent,
+    LLMMessage,
+    LLMNotConfiguredError,
+    ModelCall,
+    SystemMessage,
+    TextDelta,
+    ToolCallRequest,
+    ToolResultMessage,
+    UserMessage,
+)
+
+log = structlog.get_logger(__name__)
+
+MAX_RETRY_AFTER_S = 60.0
+# A local OpenAI-compatible server (Ollama, vLLM, LM Studio) usually wants no key, but the SDK wants one.
+NO_KEY_NEEDED = "not-needed"
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | openai.RateLimitError):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """The wait the server asked for (Retry-After / retry-after-ms), if any, capped."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return min(max(float(value) * scale, 0.0), MAX_RETRY_AFTER_S)
+        except ValueError:
+            return None  # an HTTP date: fall back to our own backoff
+    return None
+
+
+class _WaitHonouringRetryAfter:
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._backoff = wait_exponential_jitter(multiplier=initial_s, max=max_s)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        asked = retry_after_s(exc)
+        return asked if asked is not None else self._backoff(state)
+
+
+class OpenAIProvider:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.openai_api_key and not settings.openai_base_url:
+            raise LLMNotConfiguredError(NOT_CONFIGURED_DETAIL)
+        self.model = settings.model
+        self._attempts = settings.llm_max_attempts
+        self._wait = _WaitHonouringRetryAfter(settings.llm_retry_initial_s, settings.llm_retry_max_s)
+        self._client = AsyncOpenAI(
+            api_key=settings.openai_api_key or NO_KEY_NEEDED,
+            base_url=settings.openai_base_url,
+            max_retries=0,
+            timeout=settings.llm_timeout_s,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def _open_stream(self, request: dict[str, Any]) -> AsyncStream[ChatCompletionChunk]:
+        # A coroutine function of our own: tenacity awaits it (the SDK's decorated `create` looks synchronous).
+        stream: AsyncStream[ChatCompletionChunk] = await self._client.chat.completions.create(**request)
+        return stream
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[LLMEvent]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [to_openai_message(message) for message in call.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if call.tools:
+            request["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in call.tools
+            ]
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._wait,
+            retry=retry_if_exception(is_transient),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            # Only opening the stream is retried: once text has reached the user, a retry would repeat it.
+            stream: AsyncStream[ChatCompletionChunk] = await retrying(self._open_stream, request)
+        except openai.APIStatusError as exc:
+            raise LLMError(_status_detail(exc, self._attempts)) from exc
+        except openai.APIError as exc:
+            raise LLMError(f"The model could not be reached after {self._attempts} tries: {exc}") from exc
+        try:
+            async for event in _events(stream):
+                yield event
+        except openai.APIError as exc:
+            raise LLMError(f"The model's answer broke off: {exc}") from exc
+        finally:
+            await stream.close()
+
+
+NOT_CONFIGURED_DETAIL = (
+    "Chat needs a language model: set OPENAI_API_KEY (and MCPCHAT_MODEL, default gpt-4o-mini), "
+    "or OPENAI_BASE_URL for an OpenAI-compatible server such as Ollama or vLLM."
+)
+
+
+def _status_detail(exc: openai.APIStatusError, attempts: int) -> str:
+    message = exc.message
+    if is_transient(exc):
+        return f"The model kept failing ({exc.status_code}) after {attempts} tries: {message}"
+    return f"The model refused the request ({exc.status_code}): {message}"
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    wait_s = state.next_action.sleep if state.next_action is not None else None
+    log.warning("llm.retry", attempt=state.attempt_number, error=str(exc), wait_s=wait_s)
+
+
+async def _events(stream: AsyncStream[ChatCompletionChunk]) -> AsyncIterator[LLMEvent]:
+    text: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    usage: Any = None
+    finish_reason: str | None = None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.content:
+                text.append(delta.content)
+                yield TextDelta(delta.content)
+            for piece in delta.tool_calls or ():
+                call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                if piece.id:
+                    call["id"] = piece.id
+                if piece.function is not None:
+                    call["name"] += piece.function.name or ""
+                    call["arguments"] += piece.function.arguments or ""
+            finish_reason = choice.finish_reason or finish_reason
+    tool_calls = tuple(
+        ToolCallRequest(id=c["id"] or f"call_{index}", name=c["name"], arguments=c["arguments"])
+        for index, c in sorted(calls.items())
+    )
+    yield Completion(
+        text="".join(text),
+        tool_calls=tool_calls,
+        prompt_tokens=usage.prompt_tokens if usage is not None else None,
+        completion_tokens=usage.completion_tokens if usage is not None else None,
+        finish_reason=finish_reason,
+    )
+
+
+def to_openai_message(message: LLMMessage) -> dict[str, Any]:
+    """Our message types in Chat Completions form (also the legacy /api/history format)."""
+    match message:
+        case SystemMessage(content=content) | UserMessage(content=content):
+            return {"role": message.role, "content": content}
+        case AssistantMessage(content=content, tool_calls=tool_calls):
+            out: dict[str, Any] = {"role": "assistant", "content": content or None}
+            if tool_calls:
+                out["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in tool_calls
+                ]
+            return out
+        case ToolResultMessage(tool_call_id=tool_call_id, content=content):
+            return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
+    raise TypeError(f"not a message: {message!r}")  # pragma: no cover - the match is exhaustive
+
+
+def arguments_as_object(arguments: str) -> dict[str, Any]:
+    """Tool-call arguments as an object, for the legacy API's `args` (invalid JSON → {})."""
+    try:
+        parsed = json.loads(arguments) if arguments else {}
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

@@ -1,0 +1,114 @@
+"""Migrations and the conversation store on SQLite and on PostgreSQL (the same code and migrations)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.db.engine import create_engine, is_sqlite, session_factory
+from backend.db.migrate import current_revision, upgrade
+from backend.db.models import TurnStatus
+from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall
+from tests.support.services import POSTGRES_URL_VAR, service_url
+
+TABLES = {"conversations", "turns", "messages", "tool_calls"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'store.db'}"
+    else:
+        url = service_url(POSTGRES_URL_VAR)
+    engine = create_engine(url)
+    if not is_sqlite(url):
+        async with engine.begin() as connection:
+            await connection.execute(text(f"DROP TABLE IF EXISTS {', '.join(TABLES)}, alembic_version CASCADE"))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def store(engine: AsyncEngine) -> ConversationStore:
+    await upgrade(engine)
+    return ConversationStore(session_factory(engine))
+
+
+async def test_migrations_create_every_table_and_rerun_as_a_no_op(engine: AsyncEngine) -> None:
+    await upgrade(engine)
+    await upgrade(engine)
+    assert await current_revision(engine) == "0001"
+    async with engine.connect() as connection:
+        names = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert names >= TABLES | {"alembic_version"}
+
+
+async def test_context_holds_only_turns_finished_before_the_turn_began(store: ConversationStore) -> None:
+    conversation = await store.create("ctx")
+    done, _ = await store.start_turn(conversation.id, "first")
+    await store.add_assistant_message(done, "00000000-0000-0000-0000-000000000001", 1, "first answer")
+    await store.finish_turn(done, TurnStatus.COMPLETED, tokens=10)
+    running, _ = await store.start_turn(conversation.id, "still running")
+    current, _ = await store.start_turn(conversation.id, "current")
+    await store.finish_turn(running, TurnStatus.COMPLETED, tokens=10)  # finished after `current` began
+    context = await store.context_turns(current, max_tokens=1000)
+    assert [[m.content for m in turn.messages] for turn in context] == [["first", "first answer"]]
+    assert await store.context_turns(current, max_tokens=5) == []  # the budget is respected
+
+
+async def test_tool_calls_left_running_are_cancelled_when_the_turn_ends(store: ConversationStore) -> None:
+    conversation = await store.create()
+    turn, _ = await store.start_turn(conversation.id, "go")
+    call = NewToolCall(
+        id="11111111-1111-1111-1111-111111111111", call_id="c1", name="t__x", server="t", arguments_json="{}"
+    )
+    await store.add_assistant_message(turn, "22222222-2222-2222-2222-222222222222", 1, "", [call])
+    await store.finish_turn(turn, TurnStatus.CANCELLED, tokens=0)
+    _, turns = await store.history(conversation.id)
+    [stored] = turns[0].messages[1].tool_calls
+    assert (stored.status, stored.is_error) == ("cancelled", True)
+
+
+async def test_interrupted_turns_are_marked_at_start_up(store: ConversationStore) -> None:
+    conversation = await store.create()
+    await store.start_turn(conversation.id, "lost?")
+    assert await store.mark_interrupted() == 1
+    _, turns = await store.history(conversation.id)
+    assert turns[0].status == "interrupted"
+    assert [m.content for m in turns[0].messages] == ["lost?"]
+
+
+async def test_delete_removes_the_conversation_with_everything_in_it(store: ConversationStore) -> None:
+    conversation = await store.create()
+    turn, _ = await store.start_turn(conversation.id, "bye")
+    await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=1)
+    await store.delete(conversation.id)
+    with pytest.raises(ConversationNotFoundError):
+        await store.history(conversation.id)
+    with pytest.raises(ConversationNotFoundError):
+        await store.start_turn(conversation.id, "again")
+
+
+async def test_pages_are_newest_first_and_complete(store: ConversationStore) -> None:
+    created = [(await store.create(f"c{i}")).id for i in range(7)]
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        rows, cursor = await store.page(3, cursor)
+        seen.extend(row.id for row in rows)
+        if cursor is None:
+            break
+    assert seen == created[::-1]
+
+
+async def test_legacy_conversation_is_created_once_and_reused(store: ConversationStore) -> None:
+    first = await store.legacy()
+    assert (await store.legacy()).id == first.id
+    assert first.kind == "legacy"
