@@ -39,7 +39,8 @@ def _describe(block: JsonObject) -> str:
         return _str(block.get("text"))
     if kind in ("image", "audio"):
         data = _str(block.get("data"))
-        return f"[{kind} {_str(block.get('mimeType')) or 'of unknown type'}, {len(data) * 3 // 4} bytes, not shown]"
+        size = len(data) * 3 // 4 - data[-2:].count("=")  # decoded size, without decoding
+        return f"[{kind} {_str(block.get('mimeType')) or 'of unknown type'}, {size} bytes, not shown]"
     if kind == "resource":
         resource = block.get("resource")
         if not isinstance(resource, dict):
