@@ -31,6 +31,9 @@ check: install-dev
 test: check
 	$(BIN)/pytest
 
+bench: install-dev
+	$(BIN)/python -m bench.run
+
 fmt: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

@@ -11,7 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from backend.api import chat, conversations, health, prompts, resources, servers, tools
 from backend.config import Settings
-from backend.db.engine import create_engine, session_factory
+from backend.db.engine import create_engine, is_sqlite, session_factory
 from backend.db.migrate import upgrade
 from backend.db.repositories import ConversationStore
 from backend.deps import AppState
@@ -42,7 +42,7 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
             engine = create_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
             await upgrade(engine)
-            store = ConversationStore(session_factory(engine))
+            store = ConversationStore(session_factory(engine), single_writer=is_sqlite(settings.database_url))
             interrupted = await store.mark_interrupted()
             if interrupted:
                 log.warning("chat.turns.interrupted", count=interrupted)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import anyio
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -57,14 +59,47 @@ class ToolCallOutcome:
     duration_ms: float | None
 
 
+@dataclass(frozen=True)
+class ContextToolCall:
+    call_id: str
+    name: str
+    arguments_json: str
+    result_text: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class ContextMessage:
+    role: str
+    content: str
+    tool_calls: list[ContextToolCall]
+
+
+@dataclass(frozen=True)
+class ContextTurn:
+    messages: list[ContextMessage]
+
+
 class ConversationStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], single_writer: bool = False) -> None:
+        """`single_writer`: serialise write transactions in this process (SQLite, which has one writer: waiting
+        here costs nothing, while colliding in SQLite means its busy handler sleeping and retrying)."""
         self._sessions = sessions
+        self._write_lock = anyio.Lock() if single_writer else None
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        if self._write_lock is None:
+            async with self._sessions.begin() as session:
+                yield session
+            return
+        async with self._write_lock, self._sessions.begin() as session:
+            yield session
 
     # -- conversations ---------------------------------------------------------------------------
 
     async def create(self, title: str | None = None, kind: ConversationKind = ConversationKind.CHAT) -> Conversation:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             conversation = Conversation(id=new_id(), title=title, kind=kind.value)
             session.add(conversation)
         return conversation
@@ -98,14 +133,14 @@ class ConversationStore:
         return rows[:limit], _encode_cursor(last.created_at, last.id)
 
     async def rename(self, conversation_id: str, title: str | None) -> Conversation:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             conversation = await self._get(session, conversation_id)
             conversation.title = title
             conversation.updated_at = utcnow()
         return conversation
 
     async def delete(self, conversation_id: str) -> None:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             await self._get(session, conversation_id)
             # Children first: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, PostgreSQL always.
             for model in (ToolCall, Message, Turn):
@@ -128,7 +163,7 @@ class ConversationStore:
 
     async def start_turn(self, conversation_id: str, content: str) -> tuple[Turn, Message]:
         """Store the user's message (before any model call) in a new running turn."""
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             conversation = await self._get(session, conversation_id)
             now = utcnow()
             turn = Turn(id=new_id(), conversation_id=conversation_id, started_at=now)
@@ -148,7 +183,7 @@ class ConversationStore:
         tool_calls: Sequence[NewToolCall] = (),
         status: str = "completed",
     ) -> Message:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             message = Message(
                 id=message_id,
                 conversation_id=turn.conversation_id,
@@ -175,7 +210,7 @@ class ConversationStore:
         return message
 
     async def finish_tool_call(self, tool_call_id: str, outcome: ToolCallOutcome) -> None:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             await session.execute(
                 update(ToolCall)
                 .where(ToolCall.id == tool_call_id)
@@ -189,7 +224,7 @@ class ConversationStore:
             )
 
     async def finish_turn(self, turn: Turn, status: TurnStatus, tokens: int) -> None:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             await session.execute(
                 update(Turn).where(Turn.id == turn.id).values(status=status.value, tokens=tokens, finished_at=utcnow())
             )
@@ -204,7 +239,7 @@ class ConversationStore:
 
     async def mark_interrupted(self) -> int:
         """At start-up: turns and tool calls a stopped process left running. Their stored messages stay."""
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             turns = await session.execute(
                 update(Turn)
                 .where(Turn.status == TurnStatus.RUNNING.value)
@@ -223,8 +258,10 @@ class ConversationStore:
 
     # -- reading history -------------------------------------------------------------------------
 
-    async def context_turns(self, turn: Turn, max_tokens: int) -> list[Turn]:
-        """The newest turns that had finished when `turn` began and fit in `max_tokens`, oldest first."""
+    async def context_turns(self, turn: Turn, max_tokens: int) -> list[ContextTurn]:
+        """The newest turns that had finished when `turn` began and fit in `max_tokens`, oldest first.
+
+        Read as plain rows (three indexed queries, no ORM objects): this runs on every model call."""
         budget_query = (
             select(Turn.id, Turn.tokens)
             .where(Turn.conversation_id == turn.conversation_id)
@@ -243,7 +280,31 @@ class ConversationStore:
                 chosen.append(turn_id)
             if not chosen:
                 return []
-            return await self._turns_with_messages(session, Turn.id.in_(chosen))
+            message_rows = await session.execute(
+                select(Message.id, Message.turn_id, Message.role, Message.content)
+                .where(Message.turn_id.in_(chosen))
+                .order_by(Message.turn_id, Message.seq)
+            )
+            call_rows = await session.execute(
+                select(
+                    ToolCall.message_id,
+                    ToolCall.call_id,
+                    ToolCall.name,
+                    ToolCall.arguments_json,
+                    ToolCall.result_text,
+                    ToolCall.status,
+                )
+                .join(Message, Message.id == ToolCall.message_id)
+                .where(Message.turn_id.in_(chosen))
+                .order_by(ToolCall.message_id, ToolCall.seq)
+            )
+        calls: dict[str, list[ContextToolCall]] = {}
+        for message_id, call_id, name, arguments_json, result_text, status in call_rows.all():
+            calls.setdefault(message_id, []).append(ContextToolCall(call_id, name, arguments_json, result_text, status))
+        turns = {turn_id: ContextTurn(messages=[]) for turn_id in chosen}
+        for message_id, turn_id, role, content in message_rows.all():
+            turns[turn_id].messages.append(ContextMessage(role, content, calls.get(message_id, [])))
+        return [turns[turn_id] for turn_id in reversed(chosen)]
 
     async def history(self, conversation_id: str) -> tuple[Conversation, list[Turn]]:
         """The whole stored conversation: every turn, finished or not, oldest first."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +23,13 @@ from anyio import CancelScope
 
 from backend.config import Settings
 from backend.db.models import Message, ToolCall, ToolCallStatus, Turn, TurnStatus, new_id
-from backend.db.repositories import ConversationStore, NewToolCall, ToolCallOutcome
+from backend.db.repositories import (
+    ContextToolCall,
+    ContextTurn,
+    ConversationStore,
+    NewToolCall,
+    ToolCallOutcome,
+)
 from backend.errors import AppError, PayloadTooLargeError
 from backend.mcp.models import JsonObject, Progress
 from backend.services.llm_provider import (
@@ -352,7 +358,7 @@ def _parse_arguments(arguments_json: str) -> JsonObject | json.JSONDecodeError |
         return exc
 
 
-def history_messages(turns: list[Turn]) -> list[LLMMessage]:
+def history_messages(turns: Sequence[Turn | ContextTurn]) -> list[LLMMessage]:
     """Stored turns as model messages: each assistant tool-call message followed by one result per call."""
     out: list[LLMMessage] = []
     for turn in turns:
@@ -374,7 +380,7 @@ def replayable_arguments(arguments_json: str) -> str:
     return arguments_json if isinstance(_parse_arguments(arguments_json), dict) else "{}"
 
 
-def tool_result_text(call: ToolCall) -> str:
+def tool_result_text(call: ToolCall | ContextToolCall) -> str:
     if call.result_text is not None:
         return call.result_text
     return f"{'[tool error] ' if call.status != ToolCallStatus.COMPLETED else ''}The tool call was {call.status}."

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 
+from backend.mcp.models import JsonObject
 from backend.services.tool_results import text_for_model
 
 
 def test_text_for_model_describes_images_and_embedded_resources() -> None:
     png = base64.b64encode(b"\x89PNG" + b"\0" * 96).decode()
-    content = [
+    content: list[JsonObject] = [
         {"type": "image", "data": png, "mimeType": "image/png"},
         {"type": "resource", "resource": {"uri": "test://doc", "text": "the document"}},
         {"type": "resource", "resource": {"uri": "test://bin", "blob": "AAAA", "mimeType": "application/pdf"}},

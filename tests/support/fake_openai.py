@@ -286,11 +286,14 @@ async def run_fake_openai() -> AsyncIterator[FakeOpenAI]:
 
 
 def calculator_responder(request: dict[str, Any]) -> Reply:
-    """The benchmark script: call calculator__add(2, 3); after the tool result, answer with it."""
+    """The benchmark script: call calculator__add (2 and 3, or the first two integers of the user's message);
+    after the tool result, answer with it. Distinct numbers per request let a benchmark catch crossed answers."""
     last = request["messages"][-1]
     if last.get("role") == "tool":
         return Reply.say(f"The answer is {last['content']}")
-    return Reply.call(("calculator__add", {"a": 2, "b": 3}))
+    numbers = [int(word) for word in str(last.get("content", "")).split() if word.isdigit()]
+    a, b = [*numbers, 2, 3][:2] if len(numbers) != 1 else (numbers[0], 3)
+    return Reply.call(("calculator__add", {"a": a, "b": b}))
 
 
 def main() -> None:

@@ -1,0 +1,399 @@
+"""`make bench`: MCP Chat against the floor (bench/floor.py) and the direct SDK, side by side in one run.
+
+Starts a zero-latency fake OpenAI server, MCP Chat exactly as `make run` does (SQLite, the bundled calculator
+over stdio) and the floor, drives both with the same client and the same answer checks, prints a markdown
+table and writes bench/results/<date>.json. Everything on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psutil
+from mcp import Client, StdioServerParameters
+
+from tests.support.processes import free_port, wait_http_ok
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class Samples:
+    latencies_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    def p(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "p50_ms": round(self.p(0.5), 3),
+            "p95_ms": round(self.p(0.95), 3),
+            "n": len(self.latencies_ms),
+            "failures": self.failures,
+        }
+
+
+class Tree:
+    """A process and its descendants: CPU seconds, RSS, child count."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak_rss = 0
+        self.peak_children = 0
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for process in self.processes():
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def rss(self) -> int:
+        total = 0
+        for process in self.processes():
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self.rss())
+        self.peak_children = max(self.peak_children, len(self.processes()) - 1)
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def timed(samples: Samples, call: Callable[[], Awaitable[bool]]) -> None:
+    started = time.perf_counter()
+    try:
+        ok = await call()
+    except (httpx.HTTPError, OSError):
+        ok = False
+    if ok:
+        samples.latencies_ms.append((time.perf_counter() - started) * 1000)
+    else:
+        samples.failures += 1
+
+
+async def sequential(n: int, call: Callable[[], Awaitable[bool]]) -> Samples:
+    samples = Samples()
+    for _ in range(n):
+        await timed(samples, call)
+    return samples
+
+
+async def concurrent(clients: int, seconds: float, call: Callable[[], Awaitable[bool]]) -> dict[str, float]:
+    samples = Samples()
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            await timed(samples, call)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(clients):
+            tg.start_soon(worker)
+    elapsed = time.perf_counter() - started
+    return {**samples.summary(), "throughput_per_s": round(len(samples.latencies_ms) / elapsed, 1)}
+
+
+_numbers = itertools.count(10)
+
+
+def chat_call(http: httpx.AsyncClient, path: str = "/api/chat") -> Callable[[], Awaitable[bool]]:
+    """One turn with its own numbers; the check catches errors and any answer that is not this turn's."""
+
+    async def call() -> bool:
+        a = next(_numbers)
+        response = await http.post(path, json={"message": f"use a tool: add {a} and 3"})
+        if response.status_code != 200:
+            return False
+        body = response.json()
+        calls = body["tool_calls"]
+        return (
+            len(calls) == 1
+            and calls[0]["name"] == "calculator__add"
+            and body["response"] == f"The answer is {a} + 3 = {a + 3}"
+        )
+
+    return call
+
+
+async def v1_turn(http: httpx.AsyncClient, conversation_id: str) -> bool:
+    a = next(_numbers)
+    url = f"/v1/conversations/{conversation_id}/messages"
+    response = await http.post(url, json={"content": f"add {a} and 3"})
+    return response.status_code == 200 and response.json()["message"]["content"].endswith(f"= {a + 3}")
+
+
+async def sse_first_delta_ms(http: httpx.AsyncClient, conversation_id: str) -> float | None:
+    started = time.perf_counter()
+    url = f"/v1/conversations/{conversation_id}/messages"
+    first: float | None = None
+    async with http.stream("POST", url, json={"content": "add 1 and 3"}, headers={"accept": "text/event-stream"}) as r:
+        async for line in r.aiter_lines():
+            if first is None and line == "event: message.delta":
+                first = (time.perf_counter() - started) * 1000
+            if line == "event: done":
+                break
+    return first
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()
+    data_dir = Path(tempfile.mkdtemp(prefix="mcpchat-bench-"))
+    fake_port, chat_port, floor_port = free_port(), free_port(), free_port()
+    model_url = f"http://127.0.0.1:{fake_port}/v1"
+    fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    processes = [fake]
+    out: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "load_avg_at_start": load_at_start},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        await wait_http_ok(f"{model_url}/models")
+        started = time.perf_counter()
+        chat_env = {
+            "MCPCHAT_PORT": str(chat_port),
+            "MCPCHAT_ENV": "prod",
+            "MCPCHAT_LOG_LEVEL": "warning",
+            "OPENAI_BASE_URL": model_url,
+            "OPENAI_API_KEY": "bench",
+            "MCPCHAT_DATABASE_URL": f"sqlite:///{data_dir / 'mcpchat.db'}",
+        }
+        chat = spawn([str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"], chat_env)
+        processes.append(chat)
+        await wait_http_ok(f"http://127.0.0.1:{chat_port}/readyz", timeout_s=60)
+        cold_chat = time.perf_counter() - started
+        started = time.perf_counter()
+        floor = spawn([sys.executable, "-m", "bench.floor", "--port", str(floor_port), "--model-url", model_url], {})
+        processes.append(floor)
+        await wait_http_ok(f"http://127.0.0.1:{floor_port}/readyz", timeout_s=60)
+        cold_floor = time.perf_counter() - started
+        out["cold_start_s"] = {"mcpchat": round(cold_chat, 3), "floor": round(cold_floor, 3)}
+        trees = {"mcpchat": Tree(chat.pid), "floor": Tree(floor.pid)}
+
+        async def sample_forever() -> None:
+            while True:
+                for tree in trees.values():
+                    tree.sample()
+                await anyio.sleep(0.25)
+
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with (
+            anyio.create_task_group() as sampler,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{chat_port}", timeout=30, limits=limits) as mc,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{floor_port}", timeout=30, limits=limits) as fl,
+        ):
+            sampler.start_soon(sample_forever)
+            out.update(await measure(args, mc, fl, trees))
+            sampler.cancel_scope.cancel()
+        out["peak_rss_mb"] = {name: round(tree.peak_rss / 2**20, 1) for name, tree in trees.items()}
+        out["peak_children"] = {name: tree.peak_children for name, tree in trees.items()}
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return out
+
+
+async def measure(
+    args: argparse.Namespace, mc: httpx.AsyncClient, fl: httpx.AsyncClient, trees: dict[str, Tree]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    n = args.n
+
+    async def mc_tool() -> bool:
+        r = await mc.post("/v1/tools/calculator__add/call", json={"arguments": {"a": 2, "b": 3}})
+        return r.status_code == 200 and r.json()["structured_content"] == {"result": 5}
+
+    async def fl_tool() -> bool:
+        r = await fl.post("/tools/add/call", json={"arguments": {"a": 2, "b": 3}})
+        return r.status_code == 200 and r.json()["structured_content"] == {"result": 5}
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_servers.calculator"], cwd=str(ROOT))
+    async with Client(params, mode="auto", read_timeout_seconds=60) as client:
+        await client.list_tools()
+
+        async def direct() -> bool:
+            result = await client.call_tool("add", {"a": 2, "b": 3})
+            return result.structured_content == {"result": 5}
+
+        out["tool_call"] = {
+            "mcpchat": (await sequential(n, mc_tool)).summary(),
+            "floor": (await sequential(n, fl_tool)).summary(),
+            "direct_sdk": (await sequential(n, direct)).summary(),
+        }
+
+    async def listing(http: httpx.AsyncClient, path: str) -> bool:
+        return (await http.get(path)).status_code == 200
+
+    out["list_tools"] = {
+        "mcpchat_v1": (await sequential(n, lambda: listing(mc, "/v1/tools"))).summary(),
+        "mcpchat_api": (await sequential(n, lambda: listing(mc, "/api/tools"))).summary(),
+        "floor": (await sequential(n, lambda: listing(fl, "/api/tools"))).summary(),
+    }
+    turns = args.turns
+    cpu = {}
+    chat_seq = {}
+    for name, http in (("mcpchat", mc), ("floor", fl)):
+        before = trees[name].cpu_s()
+        chat_seq[name] = (await sequential(turns, chat_call(http))).summary()
+        cpu[name] = round((trees[name].cpu_s() - before) / turns * 1000, 3)
+    out["chat_turn"] = chat_seq
+    out["cpu_ms_per_turn"] = cpu
+    conversation = (await mc.post("/v1/conversations", json={})).json()["id"]
+    out["v1_turn"] = (await sequential(turns, lambda: v1_turn(mc, conversation))).summary()
+    firsts = [await sse_first_delta_ms(mc, conversation) for _ in range(max(turns // 2, 1))]
+    good = sorted(f for f in firsts if f is not None)
+    out["sse_first_delta_ms"] = {
+        "p50_ms": round(good[len(good) // 2], 3),
+        "p95_ms": round(good[int(len(good) * 0.95)], 3),
+        "failures": len(firsts) - len(good),
+    }
+    out["concurrency"] = {}
+    for clients in (8, 32):
+        out["concurrency"][clients] = {
+            "mcpchat": await concurrent(clients, args.seconds, chat_call(mc)),
+            "floor": await concurrent(clients, args.seconds, chat_call(fl)),
+        }
+    soak: list[float] = []
+    done = 0
+    while done < args.soak:
+        batch = min(1000, args.soak - done)
+        samples = Samples()
+        call = chat_call(mc)
+        queue = iter(range(batch))
+
+        async def worker(
+            call: Callable[[], Awaitable[bool]] = call, samples: Samples = samples, queue: Any = queue
+        ) -> None:
+            for _ in queue:
+                await timed(samples, call)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(worker)
+        done += batch
+        soak.append(round(trees["mcpchat"].rss() / 2**20, 1))
+        out.setdefault("soak_failures", 0)
+        out["soak_failures"] += samples.failures
+    out["soak_rss_mb"] = soak
+    return out
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [("metric", "MCP Chat", "floor", "ratio")]
+
+    def add(label: str, a: float, b: float) -> None:
+        rows.append((label, f"{a:g}", f"{b:g}", ratio(a, b)))
+
+    tc = r["tool_call"]
+    add("tool call p50 ms (floor: its /tools route)", tc["mcpchat"]["p50_ms"], tc["floor"]["p50_ms"])
+    add("tool call p95 ms", tc["mcpchat"]["p95_ms"], tc["floor"]["p95_ms"])
+    add("tool call p50 ms vs direct SDK call_tool", tc["mcpchat"]["p50_ms"], tc["direct_sdk"]["p50_ms"])
+    lt = r["list_tools"]
+    add("GET /v1/tools p50 ms", lt["mcpchat_v1"]["p50_ms"], lt["floor"]["p50_ms"])
+    add("GET /api/tools p50 ms", lt["mcpchat_api"]["p50_ms"], lt["floor"]["p50_ms"])
+    ct = r["chat_turn"]
+    add("chat turn /api/chat p50 ms", ct["mcpchat"]["p50_ms"], ct["floor"]["p50_ms"])
+    add("chat turn /api/chat p95 ms", ct["mcpchat"]["p95_ms"], ct["floor"]["p95_ms"])
+    add("chat turn v1 JSON p50 ms (vs floor turn)", r["v1_turn"]["p50_ms"], ct["floor"]["p50_ms"])
+    add("v1 SSE first delta p50 ms (vs floor turn)", r["sse_first_delta_ms"]["p50_ms"], ct["floor"]["p50_ms"])
+    for clients, hosts in r["concurrency"].items():
+        add(
+            f"{clients} clients: correct turns/s",
+            hosts["mcpchat"]["throughput_per_s"],
+            hosts["floor"]["throughput_per_s"],
+        )
+        add(f"{clients} clients: p95 ms", hosts["mcpchat"]["p95_ms"], hosts["floor"]["p95_ms"])
+        rows.append(
+            (
+                f"{clients} clients: failed checks",
+                str(hosts["mcpchat"]["failures"]),
+                str(hosts["floor"]["failures"]),
+                "",
+            )
+        )
+    add("CPU ms per turn (process tree)", r["cpu_ms_per_turn"]["mcpchat"], r["cpu_ms_per_turn"]["floor"])
+    add("peak RSS MB (process tree)", r["peak_rss_mb"]["mcpchat"], r["peak_rss_mb"]["floor"])
+    rows.append(("peak child processes", str(r["peak_children"]["mcpchat"]), str(r["peak_children"]["floor"]), ""))
+    add("cold start s (to first 200 of /readyz)", r["cold_start_s"]["mcpchat"], r["cold_start_s"]["floor"])
+    soak = r["soak_rss_mb"]
+    if soak:
+        rows.append(
+            (
+                f"soak RSS MB per 1,000 turns ({r['soak_failures']} failed)",
+                " → ".join(map(str, soak)),
+                "",
+                f"last/first {soak[-1] / soak[0]:.2f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--n", type=int, default=500, help="sequential requests for tool calls and listings")
+    parser.add_argument("--turns", type=int, default=200, help="sequential chat turns")
+    parser.add_argument("--seconds", type=float, default=30, help="duration of each concurrency run")
+    parser.add_argument("--soak", type=int, default=10_000, help="turns in the soak")
+    args = parser.parse_args()
+    results = anyio.run(main, args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}.json"
+    path.write_text(json.dumps(results, indent=2))
+    machine = results["machine"]
+    sys.stdout.write(
+        f"{table(results)}\n\n{machine['cores']} cores, load average at start {machine['load_avg_at_start'][0]:.2f}; "
+        f"results in {path.relative_to(ROOT)}\n"
+    )
+
+
+if __name__ == "__main__":
+    cli()
