@@ -50,7 +50,7 @@ def build(model_url: str) -> Starlette:
     async def chat(request: Request) -> JSONResponse:
         message = (await request.json())["message"]
         messages: list[dict[str, Any]] = [{"role": "user", "content": message}]
-        calls_out = []
+        calls_out: list[dict[str, Any]] = []
         while True:
             completion = await state["model"].chat.completions.create(
                 model="gpt-4o-mini", messages=messages, tools=state["tools"]

@@ -255,7 +255,7 @@ async def measure(
 
         async def direct() -> bool:
             result = await client.call_tool("add", {"a": 2, "b": 3})
-            return result.structured_content == {"result": 5}
+            return bool(result.structured_content == {"result": 5})
 
         out["tool_call"] = {
             "mcpchat": (await sequential(n, mc_tool)).summary(),
