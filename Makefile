@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev run test check fmt bench
+.PHONY: install install-dev run test check fmt bench load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -33,6 +33,9 @@ test: check
 
 bench: install-dev
 	$(BIN)/python -m bench.run
+
+load: install-dev
+	$(BIN)/python -m bench.load
 
 fmt: install-dev
 	$(BIN)/ruff format .
