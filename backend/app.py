@@ -20,7 +20,7 @@ from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
 from backend.middleware import BodySizeLimitMiddleware
 from backend.services.chat_service import ChatService
-from backend.services.llm_provider import LLMProvider
+from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
 from backend.services.mcp_service import McpService
 from backend.services.openai_service import OpenAIProvider
 from backend.services.tokens import load_token_counter
@@ -91,7 +91,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
 
 def _provider(settings: Settings) -> LLMProvider | None:
     """The configured model provider; None when none is configured (chat then answers 503, tools still work)."""
-    if not settings.openai_api_key and not settings.openai_base_url:
+    try:
+        return OpenAIProvider(settings)
+    except LLMNotConfiguredError:
         log.warning("llm.not_configured", hint="set OPENAI_API_KEY or OPENAI_BASE_URL to enable chat")
         return None
-    return OpenAIProvider(settings)

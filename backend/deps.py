@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from collections.abc import Callable
+from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,35 +22,20 @@ class AppState(TypedDict):
     database: AsyncEngine
 
 
-def _mcp(request: Request) -> McpService:
-    service: McpService = request.state.mcp
-    return service
+def _from_state(name: str) -> Callable[[Request], Any]:
+    """A dependency that hands a route one of the lifespan's services (typed by the Annotated alias below)."""
+
+    def dependency(request: Request) -> Any:
+        return getattr(request.state, name)
+
+    dependency.__name__ = f"state_{name}"
+    return dependency
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
-
-
-def _store(request: Request) -> ConversationStore:
-    store: ConversationStore = request.state.store
-    return store
-
-
-def _chat(request: Request) -> ChatService:
-    chat: ChatService = request.state.chat
-    return chat
-
-
-def _database(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.state.database
-    return engine
-
-
-Store = Annotated[ConversationStore, Depends(_store)]
-Chat = Annotated[ChatService, Depends(_chat)]
-Database = Annotated[AsyncEngine, Depends(_database)]
-Mcp = Annotated[McpService, Depends(_mcp)]
-AppSettings = Annotated[Settings, Depends(_settings)]
+Store = Annotated[ConversationStore, Depends(_from_state("store"))]
+Chat = Annotated[ChatService, Depends(_from_state("chat"))]
+Database = Annotated[AsyncEngine, Depends(_from_state("database"))]
+Mcp = Annotated[McpService, Depends(_from_state("mcp"))]
+AppSettings = Annotated[Settings, Depends(_from_state("settings"))]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page")]
 Cursor = Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page")]
