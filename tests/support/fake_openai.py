@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible Chat Completions server on 127.0.0.1, scripted per test (and for benchmarks).
 
-A real HTTP server speaking the wire format the official SDK parses: JSON answers, SSE chunks with tool-call
-deltas, error answers with Retry-After. `python -m tests.support.fake_openai --port N` serves the benchmark's
-calculator script.
+It is a real HTTP server (raw ASGI under uvicorn) speaking the wire format the official SDK parses: JSON
+answers, SSE chunks with tool-call deltas, error answers with Retry-After. Tests go through the network like
+production does, so nothing in the client is patched. `python -m tests.support.fake_openai --port N` serves
+the benchmark's calculator script.
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ import json
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import anyio
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
+
+# A parsed JSON body: its values are whatever the client sent, so they stay `Any` until a test looks at them.
+JsonObject = dict[str, Any]
+
+MODEL = "gpt-4o-mini"
+SHUTDOWN_GRACE_S = 2  # a request still hanging when the block exits must not stall the test
 
 
 @dataclass
@@ -29,196 +36,261 @@ class ToolCallSpec:
 
     name: str
     arguments: str | dict[str, Any]
-    id: str | None = None
+    id: str | None = None  # "call_<n>" when None
+
+
+class ReplyOptions(TypedDict, total=False):
+    """The knobs `Reply.say` and `Reply.call` pass through to `Reply`."""
+
+    status: int
+    retry_after: float | None
+    delay_s: float
+    chunk_delay_s: float
+    hang: bool
+    usage: tuple[int, int]
 
 
 @dataclass
 class Reply:
+    """One scripted answer: text and/or tool calls, or an error, with optional timing faults."""
+
     text: str | None = None
     tool_calls: list[ToolCallSpec] = field(default_factory=list)
-    status: int = 200
-    retry_after: float | None = None
-    delay_s: float = 0.0
-    chunk_delay_s: float = 0.0
+    status: int = 200  # non-200: an error answer in OpenAI's error shape, never streamed
+    retry_after: float | None = None  # Retry-After header (seconds) on error answers
+    delay_s: float = 0.0  # before answering (before the first byte when streaming)
+    chunk_delay_s: float = 0.0  # between streamed chunks
     hang: bool = False  # never answer, until the client goes away
-    usage: tuple[int, int] = (10, 5)
+    usage: tuple[int, int] = (10, 5)  # prompt_tokens, completion_tokens
 
     @classmethod
-    def say(cls, text: str, **options: Any) -> Reply:
+    def say(cls, text: str, **options: Unpack[ReplyOptions]) -> Reply:
+        """An assistant message with `text`."""
         return cls(text=text, **options)
 
     @classmethod
-    def call(cls, *calls: ToolCallSpec | tuple[str, dict[str, Any] | str], **options: Any) -> Reply:
+    def call(
+        cls,
+        *calls: ToolCallSpec | tuple[str, dict[str, Any] | str],
+        text: str | None = None,
+        **options: Unpack[ReplyOptions],
+    ) -> Reply:
+        """An assistant message asking for `calls`; a tuple is (name, arguments)."""
         specs = [c if isinstance(c, ToolCallSpec) else ToolCallSpec(c[0], c[1]) for c in calls]
-        return cls(tool_calls=specs, **options)
+        return cls(text=text, tool_calls=specs, **options)
 
     @classmethod
     def error(cls, status: int, retry_after: float | None = None) -> Reply:
+        """An error answer with `status`, and a Retry-After header when `retry_after` is set."""
         return cls(status=status, retry_after=retry_after)
 
 
-Responder = Callable[[dict[str, Any]], Reply]
+Responder = Callable[[JsonObject], Reply]  # request body -> reply, for scripts that depend on the request
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected before the answer ended."""
 
 
 class FakeOpenAI:
+    """The ASGI app: answers chat.completions requests from a script queue, then from `responder`."""
+
     def __init__(self) -> None:
         self.base_url = ""
-        self.requests: list[dict[str, Any]] = []
-        self.request_times: list[float] = []
+        self.requests: list[JsonObject] = []
         self.disconnects = 0
         self.responder: Responder | None = None
         self._queue: deque[Reply] = deque()
-        self._ids = itertools.count(1)
+        self._call_ids = itertools.count(1)
+        self._completion_ids = itertools.count(1)
 
     def script(self, *replies: Reply) -> None:
+        """Queue replies; chat.completions requests consume them in order."""
         self._queue.extend(replies)
 
     def reset(self) -> None:
+        """Forget requests, disconnects, the queue and the responder (ids keep counting, so they stay unique)."""
         self.requests.clear()
-        self.request_times.clear()
         self._queue.clear()
         self.responder = None
         self.disconnects = 0
 
-    def _next_reply(self, request: dict[str, Any]) -> Reply:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off and nothing here speaks WebSocket
+        route = (scope["method"], scope["path"])
+        if route == ("GET", "/v1/models"):
+            await _send_json(send, 200, {"object": "list", "data": [_model_entry()]})
+        elif route == ("POST", "/v1/chat/completions"):
+            await self._complete(scope, receive, send)
+        else:
+            await _send_json(send, 404, _error_body(404, f"No route {route[0]} {route[1]}.", "unknown_url"))
+
+    async def _complete(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if not dict(scope["headers"]).get(b"authorization", b"").startswith(b"Bearer "):
+            await _send_json(send, 401, _error_body(401, "Missing bearer token.", "invalid_api_key"))
+            return
+        request = _parse_object(body)
+        if request is None:
+            await _send_json(send, 400, _error_body(400, "The body must be a JSON object.", "invalid_json"))
+            return
+        self.requests.append(request)
+        reply = self._next_reply(request)
+        try:
+            await _until_done_or_gone(lambda: self._answer(request, reply, send), receive)
+        except _ClientGoneError:
+            self.disconnects += 1
+
+    def _next_reply(self, request: JsonObject) -> Reply:
         if self._queue:
             return self._queue.popleft()
         if self.responder is not None:
             return self.responder(request)
-        return Reply(status=500, text="the fake model's script ran out")
+        return Reply(status=500, text="The fake model's script ran out: script() more replies or set a responder.")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path, method = scope["path"], scope["method"]
-        if (method, path) == ("GET", "/v1/models"):
-            await _json(send, 200, {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]})
-            return
-        if (method, path) != ("POST", "/v1/chat/completions"):
-            await _json(send, 404, _error_body(f"no route {method} {path}", "not_found"))
-            return
-        headers = dict(scope["headers"])
-        body = await _read_body(receive)
-        if not headers.get(b"authorization", b"").startswith(b"Bearer "):
-            await _json(send, 401, _error_body("missing bearer token", "invalid_api_key"))
-            return
-        request = json.loads(body)
-        self.requests.append(request)
-        self.request_times.append(time.monotonic())
-        reply = self._next_reply(request)
-        try:
-            await self._answer(request, reply, receive, send)
-        except _ClientGone:
-            self.disconnects += 1
-
-    async def _answer(self, request: dict[str, Any], reply: Reply, receive: Receive, send: Send) -> None:
+    async def _answer(self, request: JsonObject, reply: Reply, send: Send) -> None:
         if reply.hang:
-            await _until_disconnect(receive)
-            raise _ClientGone
+            await anyio.sleep_forever()
         if reply.delay_s:
-            await _sleep_unless_gone(reply.delay_s, receive)
+            await anyio.sleep(reply.delay_s)
         if reply.status != 200:
-            extra = [(b"retry-after", f"{reply.retry_after:g}".encode())] if reply.retry_after is not None else []
-            await _json(send, reply.status, _error_body(reply.text or f"scripted error {reply.status}"), extra)
+            await _send_error_reply(send, reply)
             return
-        calls = [
-            {
-                "id": spec.id or f"call_{next(self._ids)}",
-                "type": "function",
-                "function": {
-                    "name": spec.name,
-                    "arguments": spec.arguments if isinstance(spec.arguments, str) else json.dumps(spec.arguments),
-                },
-            }
-            for spec in reply.tool_calls
-        ]
-        model = request.get("model", "gpt-4o-mini")
+        calls = [self._tool_call(spec) for spec in reply.tool_calls]
+        completion_id = f"chatcmpl-{next(self._completion_ids)}"
+        model = str(request.get("model") or MODEL)
         if request.get("stream"):
-            await self._stream(request, reply, calls, model, receive, send)
-            return
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
-        if calls:
-            message["tool_calls"] = calls
-        await _json(
-            send,
-            200,
-            {
-                "id": f"chatcmpl-{next(self._ids)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
-                "usage": _usage(reply),
-            },
+            is_usage_wanted = bool((request.get("stream_options") or {}).get("include_usage"))
+            chunks = _stream_chunks(completion_id, model, reply, calls, is_usage_wanted)
+            await _send_stream(send, chunks, reply.chunk_delay_s)
+        else:
+            await _send_json(send, 200, _completion(completion_id, model, reply, calls))
+
+    def _tool_call(self, spec: ToolCallSpec) -> JsonObject:
+        arguments = spec.arguments if isinstance(spec.arguments, str) else json.dumps(spec.arguments)
+        return {
+            "id": spec.id or f"call_{next(self._call_ids)}",
+            "type": "function",
+            "function": {"name": spec.name, "arguments": arguments},
+        }
+
+
+async def _until_done_or_gone(answer: Callable[[], Awaitable[None]], receive: Receive) -> None:
+    """Run `answer`, cancelling it if the client disconnects first.
+
+    uvicorn drops writes to a closed connection silently, so only `http.disconnect` tells that the client left.
+
+    Raises:
+        _ClientGoneError: the client went away before `answer` finished.
+    """
+    is_done = is_gone = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal is_gone
+            await _until_disconnect(receive)
+            # After the last body message uvicorn reports a disconnect too; that one is not the client leaving.
+            if not is_done:
+                is_gone = True
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        await answer()
+        is_done = True
+        tg.cancel_scope.cancel()
+    if is_gone:
+        raise _ClientGoneError
+
+
+def _completion(completion_id: str, model: str, reply: Reply, calls: list[JsonObject]) -> JsonObject:
+    message: JsonObject = {"role": "assistant", "content": reply.text}
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(calls)}],
+        "usage": _usage(reply),
+    }
+
+
+def _stream_chunks(
+    completion_id: str, model: str, reply: Reply, calls: list[JsonObject], is_usage_wanted: bool
+) -> list[JsonObject]:
+    """The chunks OpenAI would stream: role, content words, tool calls (header then argument pieces), finish."""
+    created = int(time.time())
+
+    def chunk(delta: JsonObject, finish_reason: str | None = None) -> JsonObject:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks.extend(chunk({"content": piece}) for piece in _words(reply.text or ""))
+    for index, call in enumerate(calls):
+        function = call["function"]
+        header = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": function["name"], "arguments": ""},
+        }
+        chunks.append(chunk({"tool_calls": [header]}))
+        chunks.extend(
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in _halves(function["arguments"])
         )
-
-    async def _stream(
-        self,
-        request: dict[str, Any],
-        reply: Reply,
-        calls: list[dict[str, Any]],
-        model: str,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        completion_id = f"chatcmpl-{next(self._ids)}"
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            return {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-
-        chunks = [chunk({"role": "assistant", "content": ""})]
-        text = reply.text or ""
-        chunks.extend(chunk({"content": piece}) for piece in _words(text))
-        for index, call in enumerate(calls):
-            first = {
-                "index": index,
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": call["function"]["name"], "arguments": ""},
-            }
-            chunks.append(chunk({"tool_calls": [first]}))
-            arguments = call["function"]["arguments"]
-            middle = max(1, len(arguments) // 2)
-            for piece in (arguments[:middle], arguments[middle:]):
-                chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
-        chunks.append(chunk({}, "tool_calls" if calls else "stop"))
-        if (request.get("stream_options") or {}).get("include_usage"):
-            chunks.append({**chunk({}), "choices": [], "usage": _usage(reply)})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-            }
-        )
-        try:
-            for index, payload in enumerate(chunks):
-                if index and reply.chunk_delay_s:
-                    await _sleep_unless_gone(reply.chunk_delay_s, receive)
-                body = f"data: {json.dumps(payload)}\n\n".encode()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
-        except OSError as exc:
-            raise _ClientGone from exc
+    chunks.append(chunk({}, _finish_reason(calls)))
+    if is_usage_wanted:
+        chunks.append({**chunk({}), "choices": [], "usage": _usage(reply)})
+    return chunks
 
 
-class _ClientGone(Exception):
-    pass
+async def _send_stream(send: Send, chunks: list[JsonObject], chunk_delay_s: float) -> None:
+    headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for index, payload in enumerate(chunks):
+        if index and chunk_delay_s:
+            await anyio.sleep(chunk_delay_s)
+        data = f"data: {json.dumps(payload)}\n\n".encode()
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _send_error_reply(send: Send, reply: Reply) -> None:
+    message = reply.text or f"Scripted error {reply.status}."
+    headers = [] if reply.retry_after is None else [(b"retry-after", f"{reply.retry_after:g}".encode())]
+    await _send_json(send, reply.status, _error_body(reply.status, message, "scripted_error"), headers)
 
 
 def _words(text: str) -> list[str]:
-    """Split text into chunks the way a model streams it: words, each keeping its trailing space."""
-    pieces, current = [], ""
+    """Split text the way a model streams it: words, each keeping its trailing spaces."""
+    pieces: list[str] = []
+    current = ""
     for char in text:
-        current += char
-        if char == " ":
+        if current and char != " " and current.endswith(" "):
             pieces.append(current)
             current = ""
+        current += char
     return [*pieces, current] if current else pieces
+
+
+def _halves(arguments: str) -> tuple[str, str]:
+    """Two pieces, so a client that does not accumulate argument deltas gets broken JSON and a failing test."""
+    middle = len(arguments) // 2
+    return arguments[:middle], arguments[middle:]
+
+
+def _finish_reason(calls: list[JsonObject]) -> str:
+    return "tool_calls" if calls else "stop"
 
 
 def _usage(reply: Reply) -> dict[str, int]:
@@ -226,11 +298,32 @@ def _usage(reply: Reply) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _error_body(message: str, code: str = "scripted") -> dict[str, Any]:
-    return {"error": {"message": message, "type": "fake_error", "code": code}}
+def _model_entry() -> JsonObject:
+    return {"id": MODEL, "object": "model", "created": 0, "owned_by": "fake-openai"}
 
 
-async def _json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+def _error_body(status: int, message: str, code: str) -> JsonObject:
+    """OpenAI's error shape; `type` follows what OpenAI sends for that status."""
+    if status == 429:
+        error_type = "requests"
+    elif status >= 500:
+        error_type = "server_error"
+    else:
+        error_type = "invalid_request_error"
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def _parse_object(body: bytes) -> JsonObject | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+async def _send_json(
+    send: Send, status: int, body: JsonObject, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     data = json.dumps(body).encode()
     start_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": start_headers + (headers or [])})
@@ -238,9 +331,11 @@ async def _json(send: Send, status: int, body: Any, headers: list[tuple[bytes, b
 
 
 async def _read_body(receive: Receive) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
         parts.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(parts)
@@ -251,52 +346,40 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _sleep_unless_gone(seconds: float, receive: Receive) -> None:
-    """Sleep; if the client disconnects meanwhile, raise _ClientGone."""
-    is_gone = False
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            nonlocal is_gone
-            await _until_disconnect(receive)
-            is_gone = True
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        await anyio.sleep(seconds)
-        tg.cancel_scope.cancel()
-    if is_gone:
-        raise _ClientGone
-
-
 @asynccontextmanager
 async def run_fake_openai() -> AsyncIterator[FakeOpenAI]:
     """Serve a FakeOpenAI in this event loop on a pre-bound 127.0.0.1 socket; stopped when the block ends."""
     fake = FakeOpenAI()
-    sock = socket.create_server(("127.0.0.1", 0))
-    fake.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server = uvicorn.Server(uvicorn.Config(fake, log_config=None, access_log=False, lifespan="off"))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        try:
-            yield fake
-        finally:
-            server.should_exit = True
-    sock.close()
+    with socket.create_server(("127.0.0.1", 0)) as sock:  # bound first: no readiness polling
+        fake.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        config = uvicorn.Config(
+            fake, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+        )
+        server = uvicorn.Server(config)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                yield fake
+            finally:
+                server.should_exit = True
 
 
-def calculator_responder(request: dict[str, Any]) -> Reply:
-    """The benchmark script: call calculator__add (2 and 3, or the first two integers of the user's message);
-    after the tool result, answer with it. Distinct numbers per request let a benchmark catch crossed answers."""
+def calculator_responder(request: JsonObject) -> Reply:
+    """The benchmark script: call calculator__add, then answer "The answer is <tool result>".
+
+    The addends are 2 and 3, or the integers in the user's message ("add 7 and 3"): distinct numbers per
+    request let a benchmark catch answers crossed between concurrent turns.
+    """
     last = request["messages"][-1]
     if last.get("role") == "tool":
         return Reply.say(f"The answer is {last['content']}")
-    numbers = [int(word) for word in str(last.get("content", "")).split() if word.isdigit()]
-    a, b = [*numbers, 2, 3][:2] if len(numbers) != 1 else (numbers[0], 3)
+    numbers = [int(word) for word in str(last.get("content") or "").split() if word.isdigit()]
+    a, b = (*numbers, 3)[:2] if numbers else (2, 3)
     return Reply.call(("calculator__add", {"a": a, "b": b}))
 
 
 def main() -> None:
+    """Serve the calculator script forever, for benchmarks that run the fake as its own process."""
     parser = argparse.ArgumentParser(prog="python -m tests.support.fake_openai")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
