@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.mcp.servers_file import ServerSpec
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, run_fake_openai
 from tests.support.specs import calculator_spec, chat_settings, make_settings, testserver_spec
@@ -27,14 +28,15 @@ def marker_dir(tmp_path: Path) -> Path:
     return path
 
 
+def both_servers(marker_dir: Path) -> list[ServerSpec]:
+    """The calculator and the test server (5 s call timeout), over stdio."""
+    return [calculator_spec(), testserver_spec(env={"TEST_SERVER_MARKER_DIR": str(marker_dir)}, timeout_s=5)]
+
+
 @pytest.fixture
 async def app(tmp_path: Path, marker_dir: Path) -> AsyncIterator[RunningApp]:
     """The app with the calculator and the test server over stdio, both ready."""
-    specs = [
-        calculator_spec(),
-        testserver_spec(env={"TEST_SERVER_MARKER_DIR": str(marker_dir)}, timeout_s=5),
-    ]
-    async with run_app(make_settings(tmp_path), specs) as running:
+    async with run_app(make_settings(tmp_path), both_servers(marker_dir)) as running:
         await running.wait_ready("calculator", "test")
         yield running
 
@@ -49,10 +51,6 @@ async def fake_llm() -> AsyncIterator[FakeOpenAI]:
 @pytest.fixture
 async def chat_app(tmp_path: Path, marker_dir: Path, fake_llm: FakeOpenAI) -> AsyncIterator[RunningApp]:
     """The app with the calculator and the test server, chatting with the fake model."""
-    specs = [
-        calculator_spec(),
-        testserver_spec(env={"TEST_SERVER_MARKER_DIR": str(marker_dir)}, timeout_s=5),
-    ]
-    async with run_app(chat_settings(tmp_path, fake_llm), specs) as running:
+    async with run_app(chat_settings(tmp_path, fake_llm), both_servers(marker_dir)) as running:
         await running.wait_ready("calculator", "test")
         yield running

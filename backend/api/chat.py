@@ -15,8 +15,9 @@ from backend.api.disconnect import cancel_on_disconnect
 from backend.db.models import ConversationKind
 from backend.deps import Chat, Store
 from backend.errors import AppError, BadRequestError
+from backend.services import tool_arguments
 from backend.services.chat_service import history_messages
-from backend.services.openai_service import arguments_as_object, to_openai_message
+from backend.services.openai_service import to_openai_message
 
 router = APIRouter(prefix="/api", tags=["legacy"])
 
@@ -65,7 +66,7 @@ async def legacy_chat(request: Request, store: Store, chat: Chat) -> dict[str, A
         "tool_calls": [
             {
                 "name": call.name,
-                "args": arguments_as_object(call.arguments_json),
+                "args": tool_arguments.as_object(call.arguments_json) or {},
                 "result": call.result_text or "",
                 "id": call.call_id,
             }

@@ -15,6 +15,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from backend.db.models import TurnStatus
 from backend.errors import AppError
 from backend.logging import current_request_id
 from backend.services.chat_service import Emit, TurnEvent, TurnOutcome
@@ -78,7 +79,7 @@ class TurnStream(Response):
 
         try:
             outcome = await self._turn(emit)
-            if outcome.status.value == "cancelled":
+            if outcome.status is TurnStatus.CANCELLED:
                 await self._event(send, "error", _problem(409, "turn-cancelled", "Turn cancelled", CANCELLED_DETAIL))
         except AppError as exc:
             await self._event(send, "error", _problem(exc.status, exc.slug, exc.title, exc.detail))

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
-from pydantic import JsonValue
-
 from backend.api.schemas import ConversationDetail, ConversationOut, MessageOut, ToolCallOut
 from backend.db.models import Conversation, Message, ToolCall, Turn
+from backend.services import tool_arguments
 
 
 def tool_call_out(call: ToolCall) -> ToolCallOut:
-    arguments: JsonValue
-    try:
-        arguments = json.loads(call.arguments_json) if call.arguments_json.strip() else {}
-    except json.JSONDecodeError:
-        arguments = call.arguments_json
     return ToolCallOut(
         id=call.id,
         name=call.name,
         server=call.server,
-        arguments=arguments,
+        arguments=tool_arguments.for_display(call.arguments_json),
         result=call.result,
         result_text=call.result_text,
         is_error=call.is_error,

@@ -31,7 +31,8 @@ from backend.db.repositories import (
     ToolCallOutcome,
 )
 from backend.errors import AppError, PayloadTooLargeError
-from backend.mcp.models import JsonObject, Progress
+from backend.mcp.models import Progress
+from backend.services import tool_arguments
 from backend.services.llm_provider import (
     AssistantMessage,
     Completion,
@@ -287,7 +288,6 @@ class ChatService:
             return None
 
     async def _run_tool_call(self, call: NewToolCall, message_id: str, emit: Emit) -> ToolResultMessage:
-        arguments = _parse_arguments(call.arguments_json)
         await emit(
             TurnEvent(
                 "tool_call.started",
@@ -296,7 +296,7 @@ class ChatService:
                     "message_id": message_id,
                     "name": call.name,
                     "server": call.server,
-                    "arguments": arguments if isinstance(arguments, dict) else call.arguments_json,
+                    "arguments": tool_arguments.for_display(call.arguments_json),
                 },
             )
         )
@@ -307,7 +307,7 @@ class ChatService:
                 payload = {"tool_call_id": call.id, **progress.model_dump()}
                 await emit(TurnEvent("tool_call.progress", payload))
 
-        outcome = await self._execute(call, arguments, on_progress)
+        outcome = await self._execute(call, on_progress)
         is_running = False
         await self._store.finish_tool_call(call.id, outcome)
         await emit(
@@ -324,9 +324,7 @@ class ChatService:
         )
         return ToolResultMessage(tool_call_id=call.call_id, content=outcome.result_text)
 
-    async def _execute(
-        self, call: NewToolCall, arguments: Any, on_progress: Callable[[Progress], Awaitable[None]]
-    ) -> ToolCallOutcome:
+    async def _execute(self, call: NewToolCall, on_progress: Callable[[Progress], Awaitable[None]]) -> ToolCallOutcome:
         """Run one tool call; every failure becomes an error result the model can read and act on."""
         limit = self._settings.tool_result_max_bytes
         started_s = time.perf_counter()
@@ -335,9 +333,11 @@ class ChatService:
             duration_ms = round((time.perf_counter() - started_s) * 1000, 3)
             return ToolCallOutcome(None, error_for_model(detail, limit), True, ToolCallStatus.COMPLETED, duration_ms)
 
-        if isinstance(arguments, json.JSONDecodeError):
+        try:
+            arguments = tool_arguments.parse(call.arguments_json)
+        except json.JSONDecodeError as exc:
             return failed(
-                f"the arguments are not valid JSON ({arguments.msg} at character {arguments.pos}); "
+                f"the arguments are not valid JSON ({exc.msg} at character {exc.pos}); "
                 "send one JSON object that matches the tool's input schema."
             )
         if not isinstance(arguments, dict):
@@ -351,13 +351,6 @@ class ChatService:
         return ToolCallOutcome(stored, text, result.is_error, ToolCallStatus.COMPLETED, result.duration_ms)
 
 
-def _parse_arguments(arguments_json: str) -> JsonObject | json.JSONDecodeError | Any:
-    try:
-        return json.loads(arguments_json) if arguments_json.strip() else {}
-    except json.JSONDecodeError as exc:
-        return exc
-
-
 def history_messages(turns: Sequence[Turn | ContextTurn]) -> list[LLMMessage]:
     """Stored turns as model messages: each assistant tool-call message followed by one result per call."""
     out: list[LLMMessage] = []
@@ -367,17 +360,12 @@ def history_messages(turns: Sequence[Turn | ContextTurn]) -> list[LLMMessage]:
                 out.append(UserMessage(message.content))
                 continue
             requests = tuple(
-                ToolCallRequest(id=c.call_id, name=c.name, arguments=replayable_arguments(c.arguments_json))
+                ToolCallRequest(id=c.call_id, name=c.name, arguments=tool_arguments.replayable(c.arguments_json))
                 for c in message.tool_calls
             )
             out.append(AssistantMessage(message.content, requests))
             out.extend(ToolResultMessage(c.call_id, tool_result_text(c)) for c in message.tool_calls)
     return out
-
-
-def replayable_arguments(arguments_json: str) -> str:
-    """Arguments the model may be shown again: invalid JSON (already answered with an error) becomes {}."""
-    return arguments_json if isinstance(_parse_arguments(arguments_json), dict) else "{}"
 
 
 def tool_result_text(call: ToolCall | ContextToolCall) -> str:

@@ -7,7 +7,6 @@ retries are off so that there is one retry policy, ours.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -216,12 +215,3 @@ def to_openai_message(message: LLMMessage) -> dict[str, Any]:
         case ToolResultMessage(tool_call_id=tool_call_id, content=content):
             return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
     raise TypeError(f"not a message: {message!r}")  # pragma: no cover - the match is exhaustive
-
-
-def arguments_as_object(arguments: str) -> dict[str, Any]:
-    """Tool-call arguments as an object, for the legacy API's `args` (invalid JSON → {})."""
-    try:
-        parsed = json.loads(arguments) if arguments else {}
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}

@@ -9,15 +9,8 @@ from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.sse import stream_turn
 
 
-async def new_conversation(app: RunningApp, title: str | None = None) -> str:
-    response = await app.http.post("/v1/conversations", json={"title": title} if title else {})
-    assert response.status_code == 201
-    conversation_id: str = response.json()["id"]
-    return conversation_id
-
-
 async def test_conversations_are_created_listed_renamed_and_deleted(chat_app: RunningApp) -> None:
-    ids = [await new_conversation(chat_app, f"c{i}") for i in range(5)]
+    ids = [await chat_app.new_conversation(f"c{i}") for i in range(5)]
     first_page = (await chat_app.http.get("/v1/conversations", params={"limit": 2})).json()
     assert [c["id"] for c in first_page["items"]] == ids[::-1][:2]  # newest first
     seen = [c["id"] for c in first_page["items"]]
@@ -56,7 +49,7 @@ async def test_conversations_are_created_listed_renamed_and_deleted(chat_app: Ru
 async def test_conversation_routes_answer_problems_when_input_is_bad(
     chat_app: RunningApp, fake_llm: FakeOpenAI, method: str, path: str, body: object, status: int
 ) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     response = await chat_app.http.request(method, path.replace("{id}", conversation_id), json=body)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -67,7 +60,7 @@ async def test_conversation_routes_answer_problems_when_input_is_bad(
 async def test_message_turn_answers_json_with_the_final_message_and_tool_calls(
     chat_app: RunningApp, fake_llm: FakeOpenAI
 ) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     fake_llm.script(Reply.call(("test__structured", {"n": 4})), Reply.say("16"))
     response = await chat_app.http.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "4²?"})
     assert response.status_code == 200, response.text
@@ -90,7 +83,7 @@ async def test_message_turn_answers_json_with_the_final_message_and_tool_calls(
 async def test_message_turn_streams_events_in_order_with_monotonic_ids(
     chat_app: RunningApp, fake_llm: FakeOpenAI
 ) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     fake_llm.script(Reply.call(("test__progress", {"steps": 2, "delay_s": 0.01})), Reply.say("All two steps are done."))
     events = await stream_turn(chat_app.http, conversation_id, "run the steps")
     assert [e.id for e in events] == list(range(1, len(events) + 1))
@@ -110,7 +103,7 @@ async def test_message_turn_streams_events_in_order_with_monotonic_ids(
 
 
 async def test_stream_reports_a_model_failure_as_an_error_event(chat_app: RunningApp, fake_llm: FakeOpenAI) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     fake_llm.script(*[Reply.error(500)] * 4)
     events = await stream_turn(chat_app.http, conversation_id, "hello?")
     assert [e.type for e in events] == ["message.created", "error", "done"]
@@ -121,7 +114,7 @@ async def test_stream_reports_a_model_failure_as_an_error_event(chat_app: Runnin
 async def test_messages_keep_tool_results_with_their_call_when_read_back(
     chat_app: RunningApp, fake_llm: FakeOpenAI
 ) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     fake_llm.script(
         Reply.call(("calculator__add", {"a": 1, "b": 1}), ("calculator__multiply", {"a": 2, "b": 2})),
         Reply.say("2 and 4"),

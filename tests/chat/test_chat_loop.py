@@ -17,13 +17,8 @@ from backend.db.models import Conversation, Message, Turn, TurnStatus, new_id, u
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tests.support.specs import calculator_spec, chat_settings, testserver_spec
-from tests.support.sse import events
+from tests.support.sse import turn_events
 from tests.support.waiting import wait_until
-
-
-async def new_conversation(app: RunningApp) -> str:
-    conversation_id: str = (await app.http.post("/v1/conversations", json={})).json()["id"]
-    return conversation_id
 
 
 async def send(app: RunningApp, conversation_id: str, content: str) -> httpx.Response:
@@ -44,7 +39,7 @@ async def test_parallel_tool_calls_overlap_when_the_model_asks_for_several(
         for n in names
     ]
     fake_llm.script(Reply.call(*calls), Reply.say("met"))
-    body = (await send(chat_app, await new_conversation(chat_app), "meet")).json()
+    body = (await send(chat_app, await chat_app.new_conversation(), "meet")).json()
     assert [call["is_error"] for call in body["tool_calls"]] == [False, False, False]
     results = tool_messages(fake_llm.requests[1])
     assert results["call_a"] == "a met b, c"
@@ -76,7 +71,7 @@ async def test_every_kind_of_tool_failure_goes_back_to_the_model(
             ),
             Reply.say("Some tools failed."),
         )
-        response = await send(app, await new_conversation(app), "try everything")
+        response = await send(app, await app.new_conversation(), "try everything")
         assert response.status_code == 200, response.text
         assert response.json()["message"]["content"] == "Some tools failed."
         assert all(call["is_error"] for call in response.json()["tool_calls"])
@@ -91,7 +86,7 @@ async def test_every_kind_of_tool_failure_goes_back_to_the_model(
 
         # A server that has gone away: its tool fails fast, the turn completes.
         fake_llm.script(Reply.call(ToolCallSpec("test__crash", {}, id="crash")), Reply.say("The server died."))
-        after = await send(app, await new_conversation(app), "crash it")
+        after = await send(app, await app.new_conversation(), "crash it")
         assert after.json()["message"]["content"] == "The server died."
         assert "[tool error]" in tool_messages(fake_llm.requests[3])["crash"]
 
@@ -100,7 +95,7 @@ async def test_tool_rounds_stop_at_the_cap_with_a_clear_message(tmp_path: Path, 
     fake_llm.responder = lambda _request: Reply.call(("calculator__add", {"a": 1, "b": 1}))
     async with run_app(chat_settings(tmp_path, fake_llm, max_tool_rounds=3), [calculator_spec()]) as app:
         await app.wait_ready("calculator")
-        body = (await send(app, await new_conversation(app), "loop forever")).json()
+        body = (await send(app, await app.new_conversation(), "loop forever")).json()
     assert "MCPCHAT_MAX_TOOL_ROUNDS=3" in body["message"]["content"]
     assert len(body["tool_calls"]) == 3
     assert len(fake_llm.requests) == 3
@@ -111,7 +106,7 @@ async def test_transient_model_errors_are_retried_honouring_retry_after(
 ) -> None:
     fake_llm.script(Reply.error(429, retry_after=0.3), Reply.error(503), Reply.say("made it"))
     started = time.monotonic()
-    response = await send(chat_app, await new_conversation(chat_app), "hello")
+    response = await send(chat_app, await chat_app.new_conversation(), "hello")
     assert response.json()["message"]["content"] == "made it"
     assert len(fake_llm.requests) == 3
     # The wait the server asked for was honoured (a lower bound, not a speed target).
@@ -122,7 +117,7 @@ async def test_model_failure_after_last_retry_is_a_clear_error_and_keeps_the_use
     chat_app: RunningApp, fake_llm: FakeOpenAI
 ) -> None:
     fake_llm.script(*[Reply.error(500)] * 4)
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     response = await send(chat_app, conversation_id, "are you there?")
     assert response.status_code == 502
     assert "after 4 tries" in response.json()["detail"]
@@ -133,7 +128,7 @@ async def test_model_failure_after_last_retry_is_a_clear_error_and_keeps_the_use
 
 async def test_a_refused_request_is_not_retried(chat_app: RunningApp, fake_llm: FakeOpenAI) -> None:
     fake_llm.script(Reply.error(400))
-    response = await send(chat_app, await new_conversation(chat_app), "hello")
+    response = await send(chat_app, await chat_app.new_conversation(), "hello")
     assert response.status_code == 502
     assert "refused" in response.json()["detail"]
     assert len(fake_llm.requests) == 1
@@ -142,14 +137,11 @@ async def test_a_refused_request_is_not_retried(chat_app: RunningApp, fake_llm: 
 async def test_cancel_endpoint_stops_the_tool_on_its_server_and_stores_the_turn_as_cancelled(
     chat_app: RunningApp, fake_llm: FakeOpenAI, marker_dir: Path
 ) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     fake_llm.script(Reply.call(("test__hang", {"seconds": 600})))
     seen: list[str] = []
-    url = f"/v1/conversations/{conversation_id}/messages"
-    async with chat_app.http.stream(
-        "POST", url, json={"content": "hang"}, headers={"accept": "text/event-stream"}
-    ) as response:
-        async for event in events(response):
+    async with turn_events(chat_app.http, conversation_id, "hang") as stream:
+        async for event in stream:
             seen.append(event.type)
             if event.type == "tool_call.started":
                 await wait_until(lambda: (marker_dir / "started-hang").exists())
@@ -166,13 +158,10 @@ async def test_cancel_endpoint_stops_the_tool_on_its_server_and_stores_the_turn_
 
 
 async def test_closing_the_stream_cancels_the_model_call(chat_app: RunningApp, fake_llm: FakeOpenAI) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     fake_llm.script(Reply(text="never", hang=True))
-    url = f"/v1/conversations/{conversation_id}/messages"
-    async with chat_app.http.stream(
-        "POST", url, json={"content": "wait"}, headers={"accept": "text/event-stream"}
-    ) as response:
-        async for event in events(response):
+    async with turn_events(chat_app.http, conversation_id, "wait") as stream:
+        async for event in stream:
             if event.type == "message.created":
                 await wait_until(lambda: len(fake_llm.requests) == 1)
                 break  # leaving the block closes the connection
@@ -183,13 +172,10 @@ async def test_closing_the_stream_cancels_the_model_call(chat_app: RunningApp, f
 async def test_closing_the_stream_mid_tool_cancels_the_tool_and_keeps_what_was_said(
     chat_app: RunningApp, fake_llm: FakeOpenAI, marker_dir: Path
 ) -> None:
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     fake_llm.script(Reply(text="Let me wait.", tool_calls=[ToolCallSpec("test__hang", {"seconds": 600})]))
-    url = f"/v1/conversations/{conversation_id}/messages"
-    async with chat_app.http.stream(
-        "POST", url, json={"content": "hang"}, headers={"accept": "text/event-stream"}
-    ) as response:
-        async for event in events(response):
+    async with turn_events(chat_app.http, conversation_id, "hang") as stream:
+        async for event in stream:
             if event.type == "tool_call.started":
                 await wait_until(lambda: (marker_dir / "started-hang").exists())
                 break
@@ -211,7 +197,7 @@ def echo_responder(request: dict[str, Any]) -> Reply:
 
 async def test_concurrent_turns_in_one_conversation_never_mix(chat_app: RunningApp, fake_llm: FakeOpenAI) -> None:
     fake_llm.responder = echo_responder
-    conversation_id = await new_conversation(chat_app)
+    conversation_id = await chat_app.new_conversation()
     answers: dict[int, str] = {}
 
     async def turn(number: int) -> None:
@@ -247,7 +233,7 @@ async def test_context_is_the_newest_history_that_fits_on_a_long_conversation(
 ) -> None:
     settings = chat_settings(tmp_path, fake_llm, context_max_tokens=2000)
     async with run_app(settings, [calculator_spec()]) as app:
-        conversation_id = await new_conversation(app)
+        conversation_id = await app.new_conversation()
         await seed_history(settings.database_url, conversation_id, turns=1000)
         fake_llm.script(Reply.say("ok"))
         response = await send(app, conversation_id, "latest question")

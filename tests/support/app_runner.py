@@ -32,6 +32,12 @@ class RunningApp:
         with anyio.fail_after(WAIT_S):
             await self.mcp.connection(name).wait_for_status(*statuses)
 
+    async def new_conversation(self, title: str | None = None) -> str:
+        response = await self.http.post("/v1/conversations", json={"title": title} if title else {})
+        assert response.status_code == 201, response.text
+        conversation_id: str = response.json()["id"]
+        return conversation_id
+
     async def wait_ready(self, *names: str) -> None:
         for name in names:
             await self.wait_for_status(name, ServerStatus.READY)

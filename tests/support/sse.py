@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +30,24 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
             fields[name] = value
 
 
-async def stream_turn(http: httpx.AsyncClient, conversation_id: str, content: str) -> list[Event]:
-    """POST a message with Accept: text/event-stream and collect every event up to `done`."""
-    seen: list[Event] = []
+@asynccontextmanager
+async def turn_events(
+    http: httpx.AsyncClient, conversation_id: str, content: str
+) -> AsyncIterator[AsyncIterator[Event]]:
+    """POST a message with Accept: text/event-stream; leaving the block closes the connection."""
     headers = {"accept": "text/event-stream"}
     url = f"/v1/conversations/{conversation_id}/messages"
     async with http.stream("POST", url, json={"content": content}, headers=headers) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        async for event in events(response):
+        yield events(response)
+
+
+async def stream_turn(http: httpx.AsyncClient, conversation_id: str, content: str) -> list[Event]:
+    """Stream one turn and collect every event up to `done`."""
+    seen: list[Event] = []
+    async with turn_events(http, conversation_id, content) as stream:
+        async for event in stream:
             seen.append(event)
             if event.type == "done":
                 break
