@@ -11,7 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from backend.api import chat, conversations, health, prompts, resources, servers, tools
 from backend.config import Settings
-from backend.db.engine import create_engine, is_sqlite, session_factory
+from backend.db.database import open_database
 from backend.db.migrate import upgrade
 from backend.db.repositories import ConversationStore
 from backend.deps import AppState
@@ -39,10 +39,10 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
-            engine = create_engine(settings.database_url)
-            stack.push_async_callback(engine.dispose)
-            await upgrade(engine)
-            store = ConversationStore(session_factory(engine), single_writer=is_sqlite(settings.database_url))
+            database = open_database(settings.database_url)
+            stack.push_async_callback(database.aclose)
+            await upgrade(database)
+            store = ConversationStore(database)
             interrupted = await store.mark_interrupted()
             if interrupted:
                 log.warning("chat.turns.interrupted", count=interrupted)
@@ -61,7 +61,7 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 model=settings.model if provider is not None else None,
                 exact_tokens=tokens.exact,
             )
-            yield AppState(settings=settings, mcp=mcp, store=store, chat=chat, database=engine)
+            yield AppState(settings=settings, mcp=mcp, store=store, chat=chat, database=database)
             log.info("app.stopping")
 
     app = FastAPI(

@@ -11,7 +11,7 @@ import uvicorn
 
 from backend.app import create_app
 from backend.config import Settings, SettingsError, load_settings
-from backend.db.engine import create_engine
+from backend.db.database import open_database
 from backend.db.migrate import current_revision, upgrade
 from backend.logging import configure_logging
 from backend.mcp.servers_file import ServersFileError, load_servers_file
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _upgrade_database(url: str) -> str | None:
-    engine = create_engine(url)
+    database = open_database(url)
     try:
-        await upgrade(engine)
-        return await current_revision(engine)
+        await upgrade(database)
+        return await current_revision(database)
     finally:
-        await engine.dispose()
+        await database.aclose()
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:

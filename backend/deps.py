@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, Query, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.config import Settings
+from backend.db.database import Database as DatabaseService
 from backend.db.repositories import ConversationStore
 from backend.services.chat_service import ChatService
 from backend.services.mcp_service import McpService
@@ -19,7 +19,7 @@ class AppState(TypedDict):
     mcp: McpService
     store: ConversationStore
     chat: ChatService
-    database: AsyncEngine
+    database: DatabaseService
 
 
 def _from_state(name: str) -> Callable[[Request], Any]:
@@ -34,7 +34,7 @@ def _from_state(name: str) -> Callable[[Request], Any]:
 
 Store = Annotated[ConversationStore, Depends(_from_state("store"))]
 Chat = Annotated[ChatService, Depends(_from_state("chat"))]
-Database = Annotated[AsyncEngine, Depends(_from_state("database"))]
+Database = Annotated[DatabaseService, Depends(_from_state("database"))]
 Mcp = Annotated[McpService, Depends(_from_state("mcp"))]
 AppSettings = Annotated[Settings, Depends(_from_state("settings"))]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page")]

@@ -8,7 +8,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.schemas import HealthResponse, ReadinessResponse
-from backend.db.engine import ping
 from backend.deps import Database, Mcp
 
 DATABASE_PING_TIMEOUT_S = 2.0
@@ -29,7 +28,7 @@ async def readyz(mcp: Mcp, database: Database) -> JSONResponse:
     Statuses are listed either way."""
     try:
         with anyio.fail_after(DATABASE_PING_TIMEOUT_S):
-            await ping(database)
+            await database.ping()
         database_status = "ok"
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
         database_status = f"unreachable: {type(exc).__name__}"

@@ -8,7 +8,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.db.database import Database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -20,12 +21,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the database to `revision` on one connection of `engine`."""
-    async with engine.begin() as connection:
-        await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+async def upgrade(database: Database, revision: str = "head") -> None:
+    """Bring the database to `revision` in one write transaction."""
+    await database.write(lambda connection: command.upgrade(alembic_config(connection), revision))
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as connection:
-        return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+async def current_revision(database: Database) -> str | None:
+    return await database.read(lambda connection: MigrationContext.configure(connection).get_current_revision())

@@ -1,25 +1,27 @@
 """ConversationStore: every read and write of conversations, turns, messages and tool calls.
 
-Each method is one short transaction, so concurrent turns (and SQLite's single writer) never wait on a
-model call or a tool call.
+Each method is one short transaction (a function of a `Connection`, run by `backend.db.database`), so
+concurrent turns and SQLite's single writer never wait on a model call or a tool call. The chat path writes
+with Core statements, not the ORM's unit of work: a turn makes five writes and one read, and the ORM's
+bookkeeping cost more than SQLite itself. Rows come back as (detached) model instances all the same.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import anyio
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy.orm import Session, selectinload
 
+from backend.db.database import Database
 from backend.db.models import (
+    Base,
     Conversation,
     ConversationKind,
     Message,
@@ -35,6 +37,9 @@ from backend.errors import BadRequestError, NotFoundError
 # Context building looks at no more than this many of the newest finished turns, however long the
 # conversation: the cost of a turn does not grow with the history.
 CONTEXT_TURN_WINDOW = 256
+CANCELLED_TOOL_CALL_TEXT = "The tool call was cancelled."
+# Finished turns never change, so their context rows are kept by turn id (read once, not on every turn).
+CONTEXT_CACHE_TURNS = 4096
 
 
 class ConversationNotFoundError(NotFoundError):
@@ -81,38 +86,24 @@ class ContextTurn:
 
 
 class ConversationStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], single_writer: bool = False) -> None:
-        """`single_writer`: serialise write transactions in this process (SQLite, which has one writer: waiting
-        here costs nothing, while colliding in SQLite means its busy handler sleeping and retrying)."""
-        self._sessions = sessions
-        self._write_lock = anyio.Lock() if single_writer else None
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        if self._write_lock is None:
-            async with self._sessions.begin() as session:
-                yield session
-            return
-        async with self._write_lock, self._sessions.begin() as session:
-            yield session
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._context_cache: OrderedDict[str, ContextTurn] = OrderedDict()
 
     # -- conversations ---------------------------------------------------------------------------
 
     async def create(self, title: str | None = None, kind: ConversationKind = ConversationKind.CHAT) -> Conversation:
-        async with self._write() as session:
-            conversation = Conversation(id=new_id(), title=title, kind=kind.value)
-            session.add(conversation)
+        now = utcnow()
+        conversation = Conversation(id=new_id(), title=title, kind=kind.value, created_at=now, updated_at=now)
+        await self.database.write(lambda connection: _insert(connection, conversation))
         return conversation
 
     async def get(self, conversation_id: str) -> Conversation:
-        async with self._sessions() as session:
-            return await self._get(session, conversation_id)
+        def read(connection: Connection) -> Conversation:
+            with Session(connection) as session:
+                return _get(session, conversation_id)
 
-    async def _get(self, session: AsyncSession, conversation_id: str) -> Conversation:
-        conversation = await session.get(Conversation, conversation_id)
-        if conversation is None:
-            raise ConversationNotFoundError(f"No conversation has the id {conversation_id!r}.")
-        return conversation
+        return await self.database.read(read)
 
     async def page(self, limit: int, cursor: str | None) -> tuple[list[Conversation], str | None]:
         """Newest first, keyset-paginated on (created_at, id)."""
@@ -125,27 +116,38 @@ class ConversationStore:
                     (Conversation.created_at == created_at) & (Conversation.id < last_id),
                 )
             )
-        async with self._sessions() as session:
-            rows = list((await session.scalars(query.limit(limit + 1))).all())
+
+        def read(connection: Connection) -> list[Conversation]:
+            with Session(connection) as session:
+                return list(session.scalars(query.limit(limit + 1)).all())
+
+        rows = await self.database.read(read)
         if len(rows) <= limit:
             return rows, None
         last = rows[limit - 1]
         return rows[:limit], _encode_cursor(last.created_at, last.id)
 
     async def rename(self, conversation_id: str, title: str | None) -> Conversation:
-        async with self._write() as session:
-            conversation = await self._get(session, conversation_id)
-            conversation.title = title
-            conversation.updated_at = utcnow()
-        return conversation
+        def write(connection: Connection) -> Conversation:
+            with Session(connection) as session:
+                conversation = _get(session, conversation_id)
+                conversation.title = title
+                conversation.updated_at = utcnow()
+                session.flush()
+                return conversation
+
+        return await self.database.write(write)
 
     async def delete(self, conversation_id: str) -> None:
-        async with self._write() as session:
-            await self._get(session, conversation_id)
-            # Children first: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, PostgreSQL always.
+        def write(connection: Connection) -> None:
+            found = connection.execute(delete(Conversation).where(Conversation.id == conversation_id))
+            if not found.rowcount:
+                raise _not_found(conversation_id)
+            # Children too: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, PostgreSQL always.
             for model in (ToolCall, Message, Turn):
-                await session.execute(delete(model).where(model.conversation_id == conversation_id))
-            await session.execute(delete(Conversation).where(Conversation.id == conversation_id))
+                connection.execute(delete(model).where(model.conversation_id == conversation_id))
+
+        await self.database.write(write)
 
     async def legacy(self) -> Conversation:
         """The conversation behind /api/chat: the newest legacy one, created on first use."""
@@ -155,23 +157,48 @@ class ConversationStore:
             .order_by(Conversation.created_at.desc(), Conversation.id.desc())
             .limit(1)
         )
-        async with self._sessions() as session:
-            found = (await session.scalars(query)).first()
+
+        def read(connection: Connection) -> Conversation | None:
+            with Session(connection) as session:
+                return session.scalars(query).first()
+
+        found = await self.database.read(read)
         return found if found is not None else await self.create("Legacy chat", ConversationKind.LEGACY)
 
     # -- turns -----------------------------------------------------------------------------------
 
     async def start_turn(self, conversation_id: str, content: str) -> tuple[Turn, Message]:
         """Store the user's message (before any model call) in a new running turn."""
-        async with self._write() as session:
-            conversation = await self._get(session, conversation_id)
-            now = utcnow()
-            turn = Turn(id=new_id(), conversation_id=conversation_id, started_at=now)
-            message = Message(
-                id=new_id(), conversation_id=conversation_id, turn_id=turn.id, seq=0, role="user", content=content
+        now = utcnow()
+        turn = Turn(
+            id=new_id(),
+            conversation_id=conversation_id,
+            status=TurnStatus.RUNNING.value,
+            tokens=0,
+            started_at=now,
+            finished_at=None,
+        )
+        message = Message(
+            id=new_id(),
+            conversation_id=conversation_id,
+            turn_id=turn.id,
+            seq=0,
+            role="user",
+            content=content,
+            status="completed",
+            created_at=now,
+            tool_calls=[],
+        )
+
+        def write(connection: Connection) -> None:
+            touched = connection.execute(
+                update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now)
             )
-            conversation.updated_at = now
-            session.add_all([turn, message])
+            if not touched.rowcount:
+                raise _not_found(conversation_id)
+            _insert(connection, turn, message)
+
+        await self.database.write(write)
         return turn, message
 
     async def add_assistant_message(
@@ -181,71 +208,93 @@ class ConversationStore:
         seq: int,
         content: str,
         tool_calls: Sequence[NewToolCall] = (),
-        status: str = "completed",
     ) -> Message:
-        async with self._write() as session:
-            message = Message(
-                id=message_id,
+        """Store an assistant message and the tool calls it asks for (running, until each is finished)."""
+        message = assistant_message(turn, message_id, seq, content)
+        message.tool_calls = [
+            ToolCall(
+                id=call.id,
+                message_id=message_id,
                 conversation_id=turn.conversation_id,
-                turn_id=turn.id,
-                seq=seq,
-                role="assistant",
-                content=content,
-                status=status,
+                seq=index,
+                call_id=call.call_id,
+                name=call.name,
+                server=call.server,
+                arguments_json=call.arguments_json,
+                result=None,
+                result_text=None,
+                is_error=False,
+                status=ToolCallStatus.RUNNING.value,
+                duration_ms=None,
+                created_at=message.created_at,
             )
-            session.add(message)
-            session.add_all(
-                ToolCall(
-                    id=call.id,
-                    message_id=message_id,
-                    conversation_id=turn.conversation_id,
-                    seq=index,
-                    call_id=call.call_id,
-                    name=call.name,
-                    server=call.server,
-                    arguments_json=call.arguments_json,
-                )
-                for index, call in enumerate(tool_calls)
-            )
+            for index, call in enumerate(tool_calls)
+        ]
+        await self.database.write(lambda connection: _insert(connection, message, *message.tool_calls))
         return message
 
-    async def finish_tool_call(self, tool_call_id: str, outcome: ToolCallOutcome) -> None:
-        async with self._write() as session:
-            await session.execute(
-                update(ToolCall)
-                .where(ToolCall.id == tool_call_id)
-                .values(
-                    result=outcome.result,
-                    result_text=outcome.result_text,
-                    is_error=outcome.is_error,
-                    status=outcome.status.value,
-                    duration_ms=outcome.duration_ms,
-                )
-            )
+    async def finish_tool_call(self, call: ToolCall, outcome: ToolCallOutcome) -> None:
+        """Store a tool call's result; `call` (as `add_assistant_message` returned it) is updated to match."""
+        values = {
+            "result": outcome.result,
+            "result_text": outcome.result_text,
+            "is_error": outcome.is_error,
+            "status": outcome.status.value,
+            "duration_ms": outcome.duration_ms,
+        }
+        statement = update(ToolCall).where(ToolCall.id == call.id).values(values)
+        await self.database.write(lambda connection: connection.execute(statement))
+        for name, value in values.items():
+            setattr(call, name, value)
 
-    async def finish_turn(self, turn: Turn, status: TurnStatus, tokens: int) -> None:
-        async with self._write() as session:
-            await session.execute(
-                update(Turn).where(Turn.id == turn.id).values(status=status.value, tokens=tokens, finished_at=utcnow())
+    async def finish_turn(
+        self,
+        turn: Turn,
+        status: TurnStatus,
+        tokens: int,
+        answer: Message | None = None,
+        tool_calls: Sequence[ToolCall] = (),
+    ) -> None:
+        """End the turn, storing its last assistant message (`answer`) in the same transaction.
+
+        Tool calls still running are cancelled, in the database and in `tool_calls` (the caller's copies)."""
+        finished_at = utcnow()
+
+        def write(connection: Connection) -> None:
+            if answer is not None:
+                _insert(connection, answer)
+            connection.execute(
+                update(Turn)
+                .where(Turn.id == turn.id)
+                .values(status=status.value, tokens=tokens, finished_at=finished_at)
             )
-            await session.execute(
+            connection.execute(
                 update(ToolCall)
                 .where(ToolCall.status == ToolCallStatus.RUNNING.value)
                 .where(ToolCall.message_id.in_(select(Message.id).where(Message.turn_id == turn.id)))
-                .values(
-                    status=ToolCallStatus.CANCELLED.value, is_error=True, result_text="The tool call was cancelled."
-                )
+                .values(status=ToolCallStatus.CANCELLED.value, is_error=True, result_text=CANCELLED_TOOL_CALL_TEXT)
             )
+
+        await self.database.write(write)
+        turn.status, turn.tokens, turn.finished_at = status.value, tokens, finished_at
+        for call in tool_calls:
+            if call.status == ToolCallStatus.RUNNING.value:
+                call.status, call.is_error, call.result_text = (
+                    ToolCallStatus.CANCELLED.value,
+                    True,
+                    CANCELLED_TOOL_CALL_TEXT,
+                )
 
     async def mark_interrupted(self) -> int:
         """At start-up: turns and tool calls a stopped process left running. Their stored messages stay."""
-        async with self._write() as session:
-            turns = await session.execute(
+
+        def write(connection: Connection) -> int:
+            turns = connection.execute(
                 update(Turn)
                 .where(Turn.status == TurnStatus.RUNNING.value)
                 .values(status=TurnStatus.INTERRUPTED.value, finished_at=utcnow())
             )
-            await session.execute(
+            connection.execute(
                 update(ToolCall)
                 .where(ToolCall.status == ToolCallStatus.RUNNING.value)
                 .values(
@@ -254,14 +303,18 @@ class ConversationStore:
                     result_text="The tool call was interrupted: MCP Chat stopped before it finished.",
                 )
             )
-        return int(getattr(turns, "rowcount", 0) or 0)
+            return int(turns.rowcount or 0)
+
+        return await self.database.write(write)
 
     # -- reading history -------------------------------------------------------------------------
 
     async def context_turns(self, turn: Turn, max_tokens: int) -> list[ContextTurn]:
         """The newest turns that had finished when `turn` began and fit in `max_tokens`, oldest first.
 
-        Read as plain rows (three indexed queries, no ORM objects): this runs on every model call."""
+        One indexed query picks the turns (ids and token counts only); the messages of those not already
+        cached are read as plain rows. The database decides which turns count, so the cache is never stale,
+        whichever process wrote them."""
         budget_query = (
             select(Turn.id, Turn.tokens)
             .where(Turn.conversation_id == turn.conversation_id)
@@ -270,61 +323,120 @@ class ConversationStore:
             .order_by(Turn.started_at.desc(), Turn.id.desc())
             .limit(CONTEXT_TURN_WINDOW)
         )
-        async with self._sessions() as session:
+        cache = self._context_cache
+
+        def read(connection: Connection) -> tuple[list[str], dict[str, ContextTurn]]:
             chosen: list[str] = []
             used = 0
-            for turn_id, tokens in (await session.execute(budget_query)).all():
+            for turn_id, tokens in connection.execute(budget_query).all():
                 if used + tokens > max_tokens:
                     break
                 used += tokens
                 chosen.append(turn_id)
-            if not chosen:
-                return []
-            message_rows = await session.execute(
-                select(Message.id, Message.turn_id, Message.role, Message.content)
-                .where(Message.turn_id.in_(chosen))
-                .order_by(Message.turn_id, Message.seq)
-            )
-            call_rows = await session.execute(
-                select(
-                    ToolCall.message_id,
-                    ToolCall.call_id,
-                    ToolCall.name,
-                    ToolCall.arguments_json,
-                    ToolCall.result_text,
-                    ToolCall.status,
-                )
-                .join(Message, Message.id == ToolCall.message_id)
-                .where(Message.turn_id.in_(chosen))
-                .order_by(ToolCall.message_id, ToolCall.seq)
-            )
-        calls: dict[str, list[ContextToolCall]] = {}
-        for message_id, call_id, name, arguments_json, result_text, status in call_rows.all():
-            calls.setdefault(message_id, []).append(ContextToolCall(call_id, name, arguments_json, result_text, status))
-        turns = {turn_id: ContextTurn(messages=[]) for turn_id in chosen}
-        for message_id, turn_id, role, content in message_rows.all():
-            turns[turn_id].messages.append(ContextMessage(role, content, calls.get(message_id, [])))
+            found = {turn_id: hit for turn_id in chosen if (hit := cache.get(turn_id)) is not None}
+            missing = [turn_id for turn_id in chosen if turn_id not in found]
+            if missing:
+                found.update(_read_context_turns(connection, missing))
+            return chosen, found
+
+        chosen, turns = await self.database.read(read)
+        for turn_id in chosen:
+            cache[turn_id] = turns[turn_id]
+            cache.move_to_end(turn_id)
+        while len(cache) > CONTEXT_CACHE_TURNS:
+            cache.popitem(last=False)
         return [turns[turn_id] for turn_id in reversed(chosen)]
 
     async def history(self, conversation_id: str) -> tuple[Conversation, list[Turn]]:
         """The whole stored conversation: every turn, finished or not, oldest first."""
-        async with self._sessions() as session:
-            conversation = await self._get(session, conversation_id)
-            return conversation, await self._turns_with_messages(session, Turn.conversation_id == conversation_id)
+
+        def read(connection: Connection) -> tuple[Conversation, list[Turn]]:
+            with Session(connection) as session:
+                conversation = _get(session, conversation_id)
+                return conversation, _turns_with_messages(session, Turn.conversation_id == conversation_id)
+
+        return await self.database.read(read)
 
     async def turn(self, turn_id: str) -> Turn:
-        async with self._sessions() as session:
-            turns = await self._turns_with_messages(session, Turn.id == turn_id)
-        return turns[0]
+        def read(connection: Connection) -> list[Turn]:
+            with Session(connection) as session:
+                return _turns_with_messages(session, Turn.id == turn_id)
 
-    async def _turns_with_messages(self, session: AsyncSession, condition: Any) -> list[Turn]:
-        query = (
-            select(Turn)
-            .where(condition)
-            .options(selectinload(Turn.messages).selectinload(Message.tool_calls))
-            .order_by(Turn.started_at, Turn.id)
+        return (await self.database.read(read))[0]
+
+
+def assistant_message(turn: Turn, message_id: str, seq: int, content: str, status: str = "completed") -> Message:
+    """An assistant message of `turn`, not stored yet (see `finish_turn`)."""
+    return Message(
+        id=message_id,
+        conversation_id=turn.conversation_id,
+        turn_id=turn.id,
+        seq=seq,
+        role="assistant",
+        content=content,
+        status=status,
+        created_at=utcnow(),
+        tool_calls=[],
+    )
+
+
+def _not_found(conversation_id: str) -> ConversationNotFoundError:
+    return ConversationNotFoundError(f"No conversation has the id {conversation_id!r}.")
+
+
+def _get(session: Session, conversation_id: str) -> Conversation:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise _not_found(conversation_id)
+    return conversation
+
+
+def _insert(connection: Connection, *rows: Base) -> None:
+    """INSERT model instances as Core statements, one per table in the order given (parents first)."""
+    by_table: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        table = row.__table__
+        by_table.setdefault(table, []).append({column.key: getattr(row, column.key) for column in table.columns})
+    for table, values in by_table.items():
+        connection.execute(insert(table), values)
+
+
+def _read_context_turns(connection: Connection, turn_ids: list[str]) -> dict[str, ContextTurn]:
+    message_rows = connection.execute(
+        select(Message.id, Message.turn_id, Message.role, Message.content)
+        .where(Message.turn_id.in_(turn_ids))
+        .order_by(Message.turn_id, Message.seq)
+    )
+    call_rows = connection.execute(
+        select(
+            ToolCall.message_id,
+            ToolCall.call_id,
+            ToolCall.name,
+            ToolCall.arguments_json,
+            ToolCall.result_text,
+            ToolCall.status,
         )
-        return list((await session.scalars(query)).all())
+        .join(Message, Message.id == ToolCall.message_id)
+        .where(Message.turn_id.in_(turn_ids))
+        .order_by(ToolCall.message_id, ToolCall.seq)
+    )
+    calls: dict[str, list[ContextToolCall]] = {}
+    for message_id, call_id, name, arguments_json, result_text, status in call_rows.all():
+        calls.setdefault(message_id, []).append(ContextToolCall(call_id, name, arguments_json, result_text, status))
+    turns = {turn_id: ContextTurn(messages=[]) for turn_id in turn_ids}
+    for message_id, turn_id, role, content in message_rows.all():
+        turns[turn_id].messages.append(ContextMessage(role, content, calls.get(message_id, [])))
+    return turns
+
+
+def _turns_with_messages(session: Session, condition: Any) -> list[Turn]:
+    query = (
+        select(Turn)
+        .where(condition)
+        .options(selectinload(Turn.messages).selectinload(Message.tool_calls))
+        .order_by(Turn.started_at, Turn.id)
+    )
+    return list(session.scalars(query).all())
 
 
 def _encode_cursor(created_at: datetime, conversation_id: str) -> str:

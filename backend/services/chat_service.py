@@ -29,6 +29,7 @@ from backend.db.repositories import (
     ConversationStore,
     NewToolCall,
     ToolCallOutcome,
+    assistant_message,
 )
 from backend.errors import AppError, PayloadTooLargeError
 from backend.mcp.models import Progress
@@ -123,6 +124,8 @@ class _TurnState:
     streaming_id: str | None = None  # the assistant message being streamed, not stored yet
     streaming_text: list[str] = field(default_factory=list)
     final_message: Message | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)  # as stored, results included
+    settled_as: TurnStatus | None = None  # set once the turn's end is stored
 
 
 class ChatService:
@@ -188,21 +191,26 @@ class ChatService:
                     status=status.value,
                     duration_ms=round((time.perf_counter() - started_s) * 1000, 2),
                 )
-        stored = await self._store.turn(turn.id)
-        calls = [call for message in stored.messages for call in message.tool_calls]
-        final_id = state.final_message.id if state.final_message is not None else None
-        final = next((message for message in stored.messages if message.id == final_id), None)
-        return TurnOutcome(turn=stored, status=status, user_message=user_message, final_message=final, tool_calls=calls)
+        # Built from what was stored, as it was stored: no read-back.
+        return TurnOutcome(
+            turn=turn,
+            status=state.settled_as or status,
+            user_message=user_message,
+            final_message=state.final_message,
+            tool_calls=state.tool_calls,
+        )
 
     async def _settle(self, state: _TurnState, status: TurnStatus) -> None:
-        """Store what a cancelled or failed turn had produced, and the turn's end."""
+        """Store what a cancelled or failed turn had produced, and the turn's end (unless the answer did)."""
+        if state.settled_as is not None:
+            return
+        partial: Message | None = None
         if state.streaming_id is not None and state.streaming_text:
             text = "".join(state.streaming_text)
-            await self._store.add_assistant_message(
-                state.turn, state.streaming_id, state.seq, text, status=status.value
-            )
+            partial = assistant_message(state.turn, state.streaming_id, state.seq, text, status=status.value)
             state.tokens += self._tokens.message(text)
-        await self._store.finish_turn(state.turn, status, state.tokens)
+        await self._store.finish_turn(state.turn, status, state.tokens, partial, state.tool_calls)
+        state.settled_as = status
 
     async def _loop(self, provider: LLMProvider, state: _TurnState, emit: Emit) -> None:
         messages = await self._context(state)
@@ -247,10 +255,13 @@ class ChatService:
         raise LLMError("The model's answer ended without completing.")
 
     async def _store_answer(self, state: _TurnState, text: str, emit: Emit) -> None:
-        message_id = state.streaming_id or new_id()
-        message = await self._store.add_assistant_message(state.turn, message_id, state.seq, text)
-        state.streaming_id, state.seq, state.final_message = None, state.seq + 1, message
+        """Store the final answer and the turn's end in one transaction."""
+        message = assistant_message(state.turn, state.streaming_id or new_id(), state.seq, text)
         state.tokens += self._tokens.message(text)
+        with CancelScope(shield=True):  # stored whole or not at all, even if the turn is cancelled now
+            await self._store.finish_turn(state.turn, TurnStatus.COMPLETED, state.tokens, message, state.tool_calls)
+        state.streaming_id, state.seq, state.final_message = None, state.seq + 1, message
+        state.settled_as = TurnStatus.COMPLETED
         await emit(TurnEvent("message.completed", {"message_id": message.id, "content": text}))
 
     async def _run_tool_calls(self, state: _TurnState, completion: Completion, emit: Emit) -> list[ToolResultMessage]:
@@ -265,18 +276,19 @@ class ChatService:
             )
             for request in completion.tool_calls
         ]
-        await self._store.add_assistant_message(state.turn, message_id, state.seq, completion.text, calls)
+        stored = await self._store.add_assistant_message(state.turn, message_id, state.seq, completion.text, calls)
+        state.tool_calls.extend(stored.tool_calls)
         state.streaming_id, state.seq = None, state.seq + 1
         state.tokens += self._tokens.message(completion.text, *(c.name + c.arguments_json for c in calls))
         await emit(TurnEvent("message.completed", {"message_id": message_id, "content": completion.text}))
         results: list[ToolResultMessage | None] = [None] * len(calls)
 
-        async def run(index: int, call: NewToolCall) -> None:
-            results[index] = await self._run_tool_call(call, message_id, emit)
+        async def run(index: int, call: NewToolCall, row: ToolCall) -> None:
+            results[index] = await self._run_tool_call(call, row, message_id, emit)
 
         async with anyio.create_task_group() as tg:  # the model asked for them together: run them together
-            for index, call in enumerate(calls):
-                tg.start_soon(run, index, call)
+            for index, (call, row) in enumerate(zip(calls, stored.tool_calls, strict=True)):
+                tg.start_soon(run, index, call, row)
         done = [result for result in results if result is not None]
         state.tokens += sum(self._tokens.message(result.content) for result in done)
         return done
@@ -287,7 +299,7 @@ class ChatService:
         except AppError:
             return None
 
-    async def _run_tool_call(self, call: NewToolCall, message_id: str, emit: Emit) -> ToolResultMessage:
+    async def _run_tool_call(self, call: NewToolCall, row: ToolCall, message_id: str, emit: Emit) -> ToolResultMessage:
         await emit(
             TurnEvent(
                 "tool_call.started",
@@ -309,7 +321,7 @@ class ChatService:
 
         outcome = await self._execute(call, on_progress)
         is_running = False
-        await self._store.finish_tool_call(call.id, outcome)
+        await self._store.finish_tool_call(row, outcome)
         await emit(
             TurnEvent(
                 "tool_call.completed",

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import structlog
 from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -95,16 +95,18 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def _open_stream(self, request: dict[str, Any]) -> AsyncStream[ChatCompletionChunk]:
+    async def _open_stream(self, request: dict[str, Any]) -> AsyncStream[object]:
         # The SDK's generic POST, not `chat.completions.create`: `create` re-walks every message and tool
         # schema against its TypedDicts on each call (measured: over half the CPU of a turn, growing with the
-        # history). Our messages are built in the wire format already. Streaming, errors and parsing are the SDK's.
-        stream: AsyncStream[ChatCompletionChunk] = await self._client.post(
+        # history). Our messages are built in the wire format already. Chunks come back as the decoded JSON
+        # (`AsyncStream[object]`): building a pydantic model per chunk cost more than the rest of the parsing.
+        # Connection handling, SSE decoding and error mapping stay the SDK's.
+        stream: AsyncStream[object] = await self._client.post(
             "/chat/completions",
             body=request,
             cast_to=ChatCompletion,
             stream=True,
-            stream_cls=AsyncStream[ChatCompletionChunk],
+            stream_cls=AsyncStream[object],
         )
         return stream
 
@@ -132,7 +134,7 @@ class OpenAIProvider:
         )
         try:
             # Only opening the stream is retried: once text has reached the user, a retry would repeat it.
-            stream: AsyncStream[ChatCompletionChunk] = await retrying(self._open_stream, request)
+            stream: AsyncStream[object] = await retrying(self._open_stream, request)
         except openai.APIStatusError as exc:
             raise LLMError(_status_detail(exc, self._attempts)) from exc
         except openai.APIError as exc:
@@ -142,6 +144,8 @@ class OpenAIProvider:
                 yield event
         except openai.APIError as exc:
             raise LLMError(f"The model's answer broke off: {exc}") from exc
+        except (AttributeError, TypeError) as exc:  # a chunk not shaped like a chat completion chunk
+            raise LLMError(f"The model sent a stream chunk this client cannot read: {exc}") from exc
         finally:
             await stream.close()
 
@@ -165,27 +169,29 @@ def _log_retry(state: RetryCallState) -> None:
     log.warning("llm.retry", attempt=state.attempt_number, error=str(exc), wait_s=wait_s)
 
 
-async def _events(stream: AsyncStream[ChatCompletionChunk]) -> AsyncIterator[LLMEvent]:
+async def _events(stream: AsyncStream[object]) -> AsyncIterator[LLMEvent]:
     text: list[str] = []
     calls: dict[int, dict[str, str]] = {}
-    usage: Any = None
+    usage: dict[str, Any] = {}
     finish_reason: str | None = None
     async for chunk in stream:
-        if chunk.usage is not None:
-            usage = chunk.usage
-        for choice in chunk.choices:
-            delta = choice.delta
-            if delta.content:
-                text.append(delta.content)
-                yield TextDelta(delta.content)
-            for piece in delta.tool_calls or ():
-                call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
-                if piece.id:
-                    call["id"] = piece.id
-                if piece.function is not None:
-                    call["name"] += piece.function.name or ""
-                    call["arguments"] += piece.function.arguments or ""
-            finish_reason = choice.finish_reason or finish_reason
+        if not isinstance(chunk, dict):
+            raise LLMError(f"The model sent a stream chunk that is not a JSON object: {chunk!r:.200}")
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                text.append(content)
+                yield TextDelta(content)
+            for piece in delta.get("tool_calls") or ():
+                call = calls.setdefault(piece.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                if piece.get("id"):
+                    call["id"] = piece["id"]
+                function = piece.get("function") or {}
+                call["name"] += function.get("name") or ""
+                call["arguments"] += function.get("arguments") or ""
+            finish_reason = choice.get("finish_reason") or finish_reason
     tool_calls = tuple(
         ToolCallRequest(id=c["id"] or f"call_{index}", name=c["name"], arguments=c["arguments"])
         for index, c in sorted(calls.items())
@@ -193,8 +199,8 @@ async def _events(stream: AsyncStream[ChatCompletionChunk]) -> AsyncIterator[LLM
     yield Completion(
         text="".join(text),
         tool_calls=tool_calls,
-        prompt_tokens=usage.prompt_tokens if usage is not None else None,
-        completion_tokens=usage.completion_tokens if usage is not None else None,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
         finish_reason=finish_reason,
     )
 

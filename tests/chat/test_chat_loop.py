@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
-from backend.db.engine import create_engine, session_factory
+from backend.db.database import open_database
 from backend.db.models import Conversation, Message, Turn, TurnStatus, new_id, utcnow
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
@@ -252,35 +255,38 @@ async def test_context_is_the_newest_history_that_fits_on_a_long_conversation(
 
 async def seed_history(database_url: str, conversation_id: str, turns: int) -> None:
     """Write `turns` finished question/answer turns straight into the database (fast, one transaction)."""
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine).begin() as session:
-            assert await session.get(Conversation, conversation_id) is not None
-            base = utcnow().timestamp() - turns
-            for number in range(turns):
-                at = datetime.fromtimestamp(base + number, UTC)
-                turn = Turn(
-                    id=new_id(),
-                    conversation_id=conversation_id,
-                    status=TurnStatus.COMPLETED.value,
-                    tokens=30,
-                    started_at=at,
-                    finished_at=at,
-                )
-                session.add(turn)
-                for seq, (role, content) in enumerate(
-                    [("user", f"question {number} " + "x" * 40), ("assistant", f"answer {number}")]
-                ):
-                    session.add(
-                        Message(
-                            id=new_id(),
-                            conversation_id=conversation_id,
-                            turn_id=turn.id,
-                            seq=seq,
-                            role=role,
-                            content=content,
-                            created_at=at,
-                        )
+    database = open_database(database_url)
+    await database.write(partial(_seed, conversation_id=conversation_id, turns=turns))
+    await database.aclose()
+
+
+def _seed(connection: Connection, conversation_id: str, turns: int) -> None:
+    with Session(connection) as session:
+        assert session.get(Conversation, conversation_id) is not None
+        base = utcnow().timestamp() - turns
+        for number in range(turns):
+            at = datetime.fromtimestamp(base + number, UTC)
+            turn = Turn(
+                id=new_id(),
+                conversation_id=conversation_id,
+                status=TurnStatus.COMPLETED.value,
+                tokens=30,
+                started_at=at,
+                finished_at=at,
+            )
+            session.add(turn)
+            for seq, (role, content) in enumerate(
+                [("user", f"question {number} " + "x" * 40), ("assistant", f"answer {number}")]
+            ):
+                session.add(
+                    Message(
+                        id=new_id(),
+                        conversation_id=conversation_id,
+                        turn_id=turn.id,
+                        seq=seq,
+                        role=role,
+                        content=content,
+                        created_at=at,
                     )
-    finally:
-        await engine.dispose()
+                )
+        session.flush()

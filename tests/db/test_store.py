@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db.engine import create_engine, is_sqlite, session_factory
+from backend.db.database import Database, open_database
 from backend.db.migrate import current_revision, upgrade
 from backend.db.models import TurnStatus
 from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall
@@ -19,34 +18,33 @@ TABLES = {"conversations", "turns", "messages", "tool_calls"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A fresh, empty database of each kind."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'data' / 'store.db'}"
     else:
         url = service_url(POSTGRES_URL_VAR)
-    engine = create_engine(url)
-    if not is_sqlite(url):
-        async with engine.begin() as connection:
-            await connection.execute(text(f"DROP TABLE IF EXISTS {', '.join(TABLES)}, alembic_version CASCADE"))
+    database = open_database(url)
+    if request.param != "sqlite":
+        drop = f"DROP TABLE IF EXISTS {', '.join(TABLES)}, alembic_version CASCADE"
+        await database.write(lambda connection: connection.execute(text(drop)))
     try:
-        yield engine
+        yield database
     finally:
-        await engine.dispose()
+        await database.aclose()
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine) -> ConversationStore:
-    await upgrade(engine)
-    return ConversationStore(session_factory(engine))
+async def store(database: Database) -> ConversationStore:
+    await upgrade(database)
+    return ConversationStore(database)
 
 
-async def test_migrations_create_every_table_and_rerun_as_a_no_op(engine: AsyncEngine) -> None:
-    await upgrade(engine)
-    await upgrade(engine)
-    assert await current_revision(engine) == "0001"
-    async with engine.connect() as connection:
-        names = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+async def test_migrations_create_every_table_and_rerun_as_a_no_op(database: Database) -> None:
+    await upgrade(database)
+    await upgrade(database)
+    assert await current_revision(database) == "0001"
+    names = await database.read(lambda connection: set(inspect(connection).get_table_names()))
     assert names >= TABLES | {"alembic_version"}
 
 
