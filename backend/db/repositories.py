@@ -2,7 +2,7 @@
 
 Each method is one short transaction (a function of a `Connection`, run by `backend.db.database`), so
 concurrent turns and SQLite's single writer never wait on a model call or a tool call. The chat path writes
-with Core statements, not the ORM's unit of work: a turn makes five writes and one read, and the ORM's
+with Core statements, not the ORM's unit of work: a turn makes four writes and two reads, and the ORM's
 bookkeeping cost more than SQLite itself. Rows come back as (detached) model instances all the same.
 """
 
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,8 +37,6 @@ from backend.errors import BadRequestError, NotFoundError
 # conversation: the cost of a turn does not grow with the history.
 CONTEXT_TURN_WINDOW = 256
 CANCELLED_TOOL_CALL_TEXT = "The tool call was cancelled."
-# Finished turns never change, so their context rows are kept by turn id (read once, not on every turn).
-CONTEXT_CACHE_TURNS = 4096
 
 
 class ConversationNotFoundError(NotFoundError):
@@ -85,10 +82,15 @@ class ContextTurn:
     messages: list[ContextMessage]
 
 
+@dataclass(frozen=True)
+class ContextWindow:
+    turn_ids: list[str]  # the turns that fit, oldest first
+    turns: dict[str, ContextTurn]  # the rows of those the caller did not know
+
+
 class ConversationStore:
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._context_cache: OrderedDict[str, ContextTurn] = OrderedDict()
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -309,12 +311,13 @@ class ConversationStore:
 
     # -- reading history -------------------------------------------------------------------------
 
-    async def context_turns(self, turn: Turn, max_tokens: int) -> list[ContextTurn]:
+    async def context_turns(self, turn: Turn, max_tokens: int, known: Container[str] = ()) -> ContextWindow:
         """The newest turns that had finished when `turn` began and fit in `max_tokens`, oldest first.
 
-        One indexed query picks the turns (ids and token counts only); the messages of those not already
-        cached are read as plain rows. The database decides which turns count, so the cache is never stale,
-        whichever process wrote them."""
+        One indexed query picks the turns (ids and token counts only); the messages are read, as plain rows,
+        only for turns not in `known` (the caller's cache: finished turns never change, and the database
+        decides which turns count, so a cache is never stale whichever process wrote them). `known` is only
+        asked `in`, from a worker thread."""
         budget_query = (
             select(Turn.id, Turn.tokens)
             .where(Turn.conversation_id == turn.conversation_id)
@@ -323,29 +326,21 @@ class ConversationStore:
             .order_by(Turn.started_at.desc(), Turn.id.desc())
             .limit(CONTEXT_TURN_WINDOW)
         )
-        cache = self._context_cache
 
-        def read(connection: Connection) -> tuple[list[str], dict[str, ContextTurn]]:
+        def read(connection: Connection) -> ContextWindow:
             chosen: list[str] = []
             used = 0
-            for turn_id, tokens in connection.execute(budget_query).all():
-                if used + tokens > max_tokens:
-                    break
-                used += tokens
-                chosen.append(turn_id)
-            found = {turn_id: hit for turn_id in chosen if (hit := cache.get(turn_id)) is not None}
-            missing = [turn_id for turn_id in chosen if turn_id not in found]
-            if missing:
-                found.update(_read_context_turns(connection, missing))
-            return chosen, found
+            with connection.execute(budget_query) as rows:
+                for turn_id, tokens in rows:
+                    if used + tokens > max_tokens:
+                        break
+                    used += tokens
+                    chosen.append(turn_id)
+            chosen.reverse()
+            missing = [turn_id for turn_id in chosen if turn_id not in known]
+            return ContextWindow(chosen, _read_context_turns(connection, missing) if missing else {})
 
-        chosen, turns = await self.database.read(read)
-        for turn_id in chosen:
-            cache[turn_id] = turns[turn_id]
-            cache.move_to_end(turn_id)
-        while len(cache) > CONTEXT_CACHE_TURNS:
-            cache.popitem(last=False)
-        return [turns[turn_id] for turn_id in reversed(chosen)]
+        return await self.database.read(read)
 
     async def history(self, conversation_id: str) -> tuple[Conversation, list[Turn]]:
         """The whole stored conversation: every turn, finished or not, oldest first."""

@@ -20,12 +20,14 @@ from typing import Any
 import anyio
 import structlog
 from anyio import CancelScope
+from cachetools import LRUCache
 
 from backend.config import Settings
 from backend.db.models import Message, ToolCall, ToolCallStatus, Turn, TurnStatus, new_id
 from backend.db.repositories import (
     ContextToolCall,
     ContextTurn,
+    ContextWindow,
     ConversationStore,
     NewToolCall,
     ToolCallOutcome,
@@ -55,6 +57,13 @@ from backend.services.tokens import TokenCounter
 from backend.services.tool_results import error_for_model, text_for_model
 
 log = structlog.get_logger(__name__)
+
+# Finished turns never change, so each is rendered into model messages once and kept (least recently used
+# first out, bounded by the characters held): a long conversation's context is not re-read nor re-built on
+# every turn. A cache per process is never stale: the database decides which turns are in the context.
+HISTORY_CACHE_CHARS = 32_000_000
+
+RenderedTurn = tuple[LLMMessage, ...]
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ class ChatService:
         self._store, self._mcp, self._provider = store, mcp, provider
         self._settings, self._tokens = settings, tokens
         self.running = RunningTurns()
+        self._rendered: LRUCache[str, RenderedTurn] = LRUCache(HISTORY_CACHE_CHARS, getsizeof=_chars)
 
     def check_ready(self, content: str) -> LLMProvider:
         """Refuse a message before anything is stored or sent.
@@ -233,8 +243,28 @@ class ChatService:
         system = self._settings.system_prompt
         prefix: list[LLMMessage] = [SystemMessage(system)] if system else []
         budget = self._settings.context_max_tokens - state.tokens - (self._tokens.message(system) if system else 0)
-        turns = await self._store.context_turns(state.turn, max(budget, 0))
-        return [*prefix, *history_messages(turns), UserMessage(state.user_message.content)]
+        budget = max(budget, 0)
+        window = await self._store.context_turns(state.turn, budget, known=self._rendered)
+        rendered = self._render(window)
+        if rendered is None:  # a concurrent turn pushed one out of the cache after the read: read them all
+            rendered = self._render(await self._store.context_turns(state.turn, budget)) or []
+        history = [message for messages in rendered for message in messages]
+        return [*prefix, *history, UserMessage(state.user_message.content)]
+
+    def _render(self, window: ContextWindow) -> list[RenderedTurn] | None:
+        out: list[RenderedTurn] = []
+        for turn_id in window.turn_ids:
+            rows = window.turns.get(turn_id)
+            if rows is None:
+                messages = self._rendered.get(turn_id)
+                if messages is None:
+                    return None
+            else:
+                messages = tuple(history_messages([rows]))
+                if _chars(messages) <= HISTORY_CACHE_CHARS:
+                    self._rendered[turn_id] = messages
+            out.append(messages)
+        return out
 
     def _tool_definitions(self) -> list[ToolDefinition]:
         return [
@@ -394,3 +424,13 @@ def message_payload(message: Message) -> dict[str, Any]:
         "status": message.status,
         "created_at": message.created_at.isoformat(),
     }
+
+
+def _chars(messages: RenderedTurn) -> int:
+    """What a rendered turn holds, for the cache's bound: its text, arguments included."""
+    total = 0
+    for message in messages:
+        total += len(message.content)
+        if isinstance(message, AssistantMessage):
+            total += sum(len(call.arguments) + len(call.name) for call in message.tool_calls)
+    return total + 1

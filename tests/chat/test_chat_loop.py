@@ -253,6 +253,28 @@ async def test_context_is_the_newest_history_that_fits_on_a_long_conversation(
         assert len(stored) == 2002  # the stored history stays complete
 
 
+async def test_context_follows_the_database_when_another_writer_adds_turns(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    settings = chat_settings(tmp_path, fake_llm)
+    async with run_app(settings, [calculator_spec()]) as app:
+        conversation_id = await app.new_conversation()
+        fake_llm.script(Reply.say("first answer"), Reply.say("second answer"))
+        assert (await send(app, conversation_id, "first")).status_code == 200  # its turn is now rendered and kept
+        await seed_history(settings.database_url, conversation_id, turns=2)  # as another process would
+        assert (await send(app, conversation_id, "second")).status_code == 200
+        sent = [(m["role"], m["content"]) for m in fake_llm.requests[1]["messages"]]
+        assert sent == [
+            ("user", "question 0 " + "x" * 40),
+            ("assistant", "answer 0"),
+            ("user", "question 1 " + "x" * 40),
+            ("assistant", "answer 1"),
+            ("user", "first"),
+            ("assistant", "first answer"),
+            ("user", "second"),
+        ]
+
+
 async def seed_history(database_url: str, conversation_id: str, turns: int) -> None:
     """Write `turns` finished question/answer turns straight into the database (fast, one transaction)."""
     database = open_database(database_url)

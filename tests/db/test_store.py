@@ -57,8 +57,23 @@ async def test_context_holds_only_turns_finished_before_the_turn_began(store: Co
     current, _ = await store.start_turn(conversation.id, "current")
     await store.finish_turn(running, TurnStatus.COMPLETED, tokens=10)  # finished after `current` began
     context = await store.context_turns(current, max_tokens=1000)
-    assert [[m.content for m in turn.messages] for turn in context] == [["first", "first answer"]]
-    assert await store.context_turns(current, max_tokens=5) == []  # the budget is respected
+    assert context.turn_ids == [done.id]
+    assert [m.content for m in context.turns[done.id].messages] == ["first", "first answer"]
+    assert (await store.context_turns(current, max_tokens=5)).turn_ids == []  # the budget is respected
+
+
+async def test_context_reads_rows_only_of_turns_the_caller_does_not_know(store: ConversationStore) -> None:
+    conversation = await store.create()
+    finished = []
+    for number in range(3):
+        turn, _ = await store.start_turn(conversation.id, f"question {number}")
+        await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=10)
+        finished.append(turn.id)
+    current, _ = await store.start_turn(conversation.id, "now")
+    context = await store.context_turns(current, max_tokens=1000, known={finished[0], finished[2]})
+    assert context.turn_ids == finished  # oldest first, the known ones included
+    assert list(context.turns) == [finished[1]]
+    assert [m.content for m in context.turns[finished[1]].messages] == ["question 1"]
 
 
 async def test_tool_calls_left_running_are_cancelled_when_the_turn_ends(store: ConversationStore) -> None:
