@@ -13,7 +13,6 @@ from typing import Any
 
 import openai
 import structlog
-from cachetools import LRUCache
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion
 from tenacity import (
@@ -165,24 +164,27 @@ WIRE_CACHE_BYTES = 32_000_000
 
 
 class _WireMessages:
-    """Each message's JSON, by object identity. An entry holds its message, so the id cannot be reused by
-    another object while the entry lives."""
+    """Each message's JSON, by object identity, oldest out first once over WIRE_CACHE_BYTES.
+
+    An entry holds its message, so the id cannot be reused by another object while the entry lives. A plain
+    dict, not an LRU: a lookup per message of a long history must cost next to nothing, and a message still
+    in use after eviction is simply encoded again."""
 
     def __init__(self) -> None:
-        self._cache: LRUCache[int, tuple[LLMMessage, bytes]] = LRUCache(WIRE_CACHE_BYTES, getsizeof=_entry_bytes)
+        self._entries: dict[int, tuple[LLMMessage, bytes]] = {}
+        self._bytes = 0
 
     def encode(self, message: LLMMessage) -> bytes:
-        hit = self._cache.get(id(message))
-        if hit is not None and hit[0] is message:
+        hit = self._entries.get(id(message))
+        if hit is not None:
             return hit[1]
         data = _dumps(to_openai_message(message))
-        if len(data) < WIRE_CACHE_BYTES:
-            self._cache[id(message)] = (message, data)
+        self._entries[id(message)] = (message, data)
+        self._bytes += len(data)
+        while self._bytes > WIRE_CACHE_BYTES:  # oldest first; a message bigger than the bound goes at once
+            oldest = next(iter(self._entries))
+            self._bytes -= len(self._entries.pop(oldest)[1])
         return data
-
-
-def _entry_bytes(entry: tuple[LLMMessage, bytes]) -> int:
-    return len(entry[1])
 
 
 def _dumps(value: Any) -> bytes:

@@ -1,0 +1,47 @@
+"""The OpenAI provider against the fake OpenAI server: the request body it writes itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backend.services.llm_provider import (
+    AssistantMessage,
+    Completion,
+    LLMMessage,
+    ModelCall,
+    ToolCallRequest,
+    UserMessage,
+)
+from backend.services.openai_service import OpenAIProvider
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.specs import chat_settings
+
+
+async def test_each_request_carries_exactly_its_messages_when_message_objects_come_and_go(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
+    kept: list[LLMMessage] = [
+        UserMessage("kept question"),
+        AssistantMessage("", (ToolCallRequest("c1", "t__x", '{"n": 1}'),)),
+    ]
+    try:
+        for number in range(50):
+            # A new message each time, dropped after the call: its id is free for the next one to reuse.
+            call = ModelCall([*kept, UserMessage(f"question {number} é")], [])
+            fake_llm.script(Reply.say("ok"))
+            events = [event async for event in provider.stream(call)]
+            assert isinstance(events[-1], Completion)
+            assert fake_llm.requests[-1]["messages"] == [
+                {"role": "user", "content": "kept question"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "t__x", "arguments": '{"n": 1}'}}
+                    ],
+                },
+                {"role": "user", "content": f"question {number} é"},
+            ]
+    finally:
+        await provider.aclose()
