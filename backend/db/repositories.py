@@ -154,15 +154,15 @@ class ConversationStore:
     async def legacy(self) -> Conversation:
         """The conversation behind /api/chat: the newest legacy one, created on first use."""
         query = (
-            select(Conversation)
+            select(*Conversation.__table__.columns)
             .where(Conversation.kind == ConversationKind.LEGACY.value)
             .order_by(Conversation.created_at.desc(), Conversation.id.desc())
             .limit(1)
         )
 
         def read(connection: Connection) -> Conversation | None:
-            with Session(connection) as session:
-                return session.scalars(query).first()
+            row = connection.execute(query).first()  # a plain row: this runs on every /api/chat request
+            return Conversation(**row._asdict()) if row is not None else None
 
         found = await self.database.read(read)
         return found if found is not None else await self.create("Legacy chat", ConversationKind.LEGACY)
@@ -171,37 +171,21 @@ class ConversationStore:
 
     async def start_turn(self, conversation_id: str, content: str) -> tuple[Turn, Message]:
         """Store the user's message (before any model call) in a new running turn."""
-        now = utcnow()
-        turn = Turn(
-            id=new_id(),
-            conversation_id=conversation_id,
-            status=TurnStatus.RUNNING.value,
-            tokens=0,
-            started_at=now,
-            finished_at=None,
-        )
-        message = Message(
-            id=new_id(),
-            conversation_id=conversation_id,
-            turn_id=turn.id,
-            seq=0,
-            role="user",
-            content=content,
-            status="completed",
-            created_at=now,
-            tool_calls=[],
-        )
-
-        def write(connection: Connection) -> None:
-            touched = connection.execute(
-                update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now)
-            )
-            if not touched.rowcount:
-                raise _not_found(conversation_id)
-            _insert(connection, turn, message)
-
-        await self.database.write(write)
+        turn, message = _new_turn(conversation_id, content)
+        await self.database.write(lambda connection: _insert_turn(connection, turn, message))
         return turn, message
+
+    async def start_turn_with_context(
+        self, conversation_id: str, content: str, max_tokens: int, known: Container[str] = ()
+    ) -> tuple[Turn, Message, ContextWindow]:
+        """`start_turn` and `context_turns` in one transaction: the context is exactly what had finished."""
+        turn, message = _new_turn(conversation_id, content)
+
+        def write(connection: Connection) -> ContextWindow:
+            _insert_turn(connection, turn, message)
+            return _context_window(connection, turn, max_tokens, known)
+
+        return turn, message, await self.database.write(write)
 
     async def add_assistant_message(
         self,
@@ -318,29 +302,7 @@ class ConversationStore:
         only for turns not in `known` (the caller's cache: finished turns never change, and the database
         decides which turns count, so a cache is never stale whichever process wrote them). `known` is only
         asked `in`, from a worker thread."""
-        budget_query = (
-            select(Turn.id, Turn.tokens)
-            .where(Turn.conversation_id == turn.conversation_id)
-            .where(Turn.status != TurnStatus.RUNNING.value)
-            .where(Turn.finished_at <= turn.started_at)
-            .order_by(Turn.started_at.desc(), Turn.id.desc())
-            .limit(CONTEXT_TURN_WINDOW)
-        )
-
-        def read(connection: Connection) -> ContextWindow:
-            chosen: list[str] = []
-            used = 0
-            with connection.execute(budget_query) as rows:
-                for turn_id, tokens in rows:
-                    if used + tokens > max_tokens:
-                        break
-                    used += tokens
-                    chosen.append(turn_id)
-            chosen.reverse()
-            missing = [turn_id for turn_id in chosen if turn_id not in known]
-            return ContextWindow(chosen, _read_context_turns(connection, missing) if missing else {})
-
-        return await self.database.read(read)
+        return await self.database.read(lambda connection: _context_window(connection, turn, max_tokens, known))
 
     async def history(self, conversation_id: str) -> tuple[Conversation, list[Turn]]:
         """The whole stored conversation: every turn, finished or not, oldest first."""
@@ -373,6 +335,61 @@ def assistant_message(turn: Turn, message_id: str, seq: int, content: str, statu
         created_at=utcnow(),
         tool_calls=[],
     )
+
+
+def _new_turn(conversation_id: str, content: str) -> tuple[Turn, Message]:
+    now = utcnow()
+    turn = Turn(
+        id=new_id(),
+        conversation_id=conversation_id,
+        status=TurnStatus.RUNNING.value,
+        tokens=0,
+        started_at=now,
+        finished_at=None,
+    )
+    message = Message(
+        id=new_id(),
+        conversation_id=conversation_id,
+        turn_id=turn.id,
+        seq=0,
+        role="user",
+        content=content,
+        status="completed",
+        created_at=now,
+        tool_calls=[],
+    )
+    return turn, message
+
+
+def _insert_turn(connection: Connection, turn: Turn, message: Message) -> None:
+    touched = connection.execute(
+        update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=turn.started_at)
+    )
+    if not touched.rowcount:
+        raise _not_found(turn.conversation_id)
+    _insert(connection, turn, message)
+
+
+def _context_window(connection: Connection, turn: Turn, max_tokens: int, known: Container[str]) -> ContextWindow:
+    budget_query = (
+        select(Turn.id, Turn.tokens)
+        .where(Turn.conversation_id == turn.conversation_id)
+        .where(Turn.status != TurnStatus.RUNNING.value)
+        .where(Turn.finished_at <= turn.started_at)
+        .order_by(Turn.started_at.desc(), Turn.id.desc())
+        .limit(CONTEXT_TURN_WINDOW)
+    )
+    chosen: list[str] = []
+    used = 0
+    with connection.execute(budget_query) as rows:
+        for turn_id, tokens in rows:
+            if used + tokens > max_tokens:
+                break
+            used += tokens
+            chosen.append(turn_id)
+    chosen.reverse()
+    missing = [turn_id for turn_id in chosen if turn_id not in known]
+    return ContextWindow(chosen, _read_context_turns(connection, missing) if missing else {})
 
 
 def _not_found(conversation_id: str) -> ConversationNotFoundError:

@@ -129,6 +129,7 @@ class _TurnState:
     turn: Turn
     user_message: Message
     tokens: int
+    is_streamed: bool
     seq: int = 1
     streaming_id: str | None = None  # the assistant message being streamed, not stored yet
     streaming_text: list[str] = field(default_factory=list)
@@ -167,8 +168,9 @@ class ChatService:
             raise LLMNotConfiguredError(NOT_CONFIGURED_DETAIL)
         return self._provider
 
-    async def run_turn(self, conversation_id: str, content: str, emit: Emit = _ignore) -> TurnOutcome:
-        """Answer one user message, storing everything as it happens.
+    async def run_turn(self, conversation_id: str, content: str, emit: Emit | None = None) -> TurnOutcome:
+        """Answer one user message, storing everything as it happens. `emit` watches the turn (SSE); without
+        a watcher the model's answers are asked for whole, not streamed.
 
         Raises:
             MessageTooLongError, LLMNotConfiguredError: before anything is stored.
@@ -176,15 +178,19 @@ class ChatService:
             LLMError: the model failed; the user message and the turn's work so far are stored.
         """
         provider = self.check_ready(content)
-        turn, user_message = await self._store.start_turn(conversation_id, content)
+        watch = emit or _ignore
+        tokens = self._tokens.message(content)
+        turn, user_message, window = await self._store.start_turn_with_context(
+            conversation_id, content, self._context_budget(tokens), known=self._rendered
+        )
         log.info("chat.turn.started", conversation_id=conversation_id, turn_id=turn.id)
-        await emit(TurnEvent("message.created", message_payload(user_message)))
-        state = _TurnState(turn=turn, user_message=user_message, tokens=self._tokens.message(content))
+        await watch(TurnEvent("message.created", message_payload(user_message)))
+        state = _TurnState(turn=turn, user_message=user_message, tokens=tokens, is_streamed=emit is not None)
         status = TurnStatus.FAILED
         started_s = time.perf_counter()
         try:
             with self.running.track(conversation_id) as scope:
-                await self._loop(provider, state, emit)
+                await self._loop(provider, state, window, watch)
                 status = TurnStatus.COMPLETED
             if scope.cancelled_caught:
                 status = TurnStatus.CANCELLED
@@ -222,11 +228,13 @@ class ChatService:
         await self._store.finish_turn(state.turn, status, state.tokens, partial, state.tool_calls)
         state.settled_as = status
 
-    async def _loop(self, provider: LLMProvider, state: _TurnState, emit: Emit) -> None:
-        messages = await self._context(state)
+    async def _loop(self, provider: LLMProvider, state: _TurnState, window: ContextWindow, emit: Emit) -> None:
+        messages = await self._context(state, window)
         rounds = self._settings.max_tool_rounds
         for _ in range(rounds):
-            completion = await self._model_call(provider, ModelCall(messages, self._tool_definitions()), state, emit)
+            completion = await self._model_call(
+                provider, ModelCall(messages, self._tool_definitions(), state.is_streamed), state, emit
+            )
             if not completion.tool_calls:
                 await self._store_answer(state, completion.text, emit)
                 return
@@ -239,14 +247,19 @@ class ChatService:
             emit,
         )
 
-    async def _context(self, state: _TurnState) -> list[LLMMessage]:
+    def _context_budget(self, message_tokens: int) -> int:
+        """Tokens left for history once the system prompt and the user's message are counted."""
+        system = self._settings.system_prompt
+        budget = self._settings.context_max_tokens - message_tokens - (self._tokens.message(system) if system else 0)
+        return max(budget, 0)
+
+    async def _context(self, state: _TurnState, window: ContextWindow) -> list[LLMMessage]:
+        """The model's messages: system prompt, the history in `window`, the user's message."""
         system = self._settings.system_prompt
         prefix: list[LLMMessage] = [SystemMessage(system)] if system else []
-        budget = self._settings.context_max_tokens - state.tokens - (self._tokens.message(system) if system else 0)
-        budget = max(budget, 0)
-        window = await self._store.context_turns(state.turn, budget, known=self._rendered)
         rendered = self._render(window)
-        if rendered is None:  # a concurrent turn pushed one out of the cache after the read: read them all
+        if rendered is None:  # a concurrent turn pushed one out of the cache since the read: read them all
+            budget = self._context_budget(state.tokens)
             rendered = self._render(await self._store.context_turns(state.turn, budget)) or []
         history = [message for messages in rendered for message in messages]
         return [*prefix, *history, UserMessage(state.user_message.content)]

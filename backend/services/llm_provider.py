@@ -79,6 +79,9 @@ LLMEvent = TextDelta | Completion
 class ModelCall:
     messages: list[LLMMessage]
     tools: list[ToolDefinition] = field(default_factory=list)
+    # False: nobody watches the text arrive, so the provider may ask for the whole answer at once (no
+    # TextDelta then; the Completion alone).
+    is_streamed: bool = True
 
 
 class LLMProvider(Protocol):

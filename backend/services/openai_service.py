@@ -113,13 +113,19 @@ class OpenAIProvider:
         )
         return stream
 
+    async def _complete(self, body: bytes) -> object:
+        return await self._client.post(
+            "/chat/completions",
+            content=body,
+            options={"headers": {"Content-Type": "application/json"}},
+            cast_to=object,  # the decoded JSON, as for stream chunks
+        )
+
     def _body(self, call: ModelCall) -> bytes:
         """The request as JSON, each message's JSON reused from `_wire` when the same message object comes again."""
-        head: dict[str, Any] = {
-            "model": self.model,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+        head: dict[str, Any] = {"model": self.model}
+        if call.is_streamed:
+            head.update(stream=True, stream_options={"include_usage": True})
         if call.tools:
             head["tools"] = [
                 {
@@ -141,12 +147,17 @@ class OpenAIProvider:
             reraise=True,
         )
         try:
+            if not call.is_streamed:  # one JSON answer, so the whole call can be retried
+                yield _completion(await retrying(self._complete, body))
+                return
             # Only opening the stream is retried: once text has reached the user, a retry would repeat it.
             stream: AsyncStream[object] = await retrying(self._open_stream, body)
         except openai.APIStatusError as exc:
             raise LLMError(_status_detail(exc, self._attempts)) from exc
         except openai.APIError as exc:
             raise LLMError(f"The model could not be reached after {self._attempts} tries: {exc}") from exc
+        except (AttributeError, TypeError, KeyError, IndexError) as exc:  # not shaped like a chat completion
+            raise LLMError(f"The model sent an answer this client cannot read: {exc}") from exc
         try:
             async for event in _events(stream):
                 yield event
@@ -208,6 +219,29 @@ def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome is not None else None
     wait_s = state.next_action.sleep if state.next_action is not None else None
     log.warning("llm.retry", attempt=state.attempt_number, error=str(exc), wait_s=wait_s)
+
+
+def _completion(answer: object) -> Completion:
+    """A whole (not streamed) chat completion as ours."""
+    if not isinstance(answer, dict):
+        raise TypeError(f"the answer is not a JSON object: {answer!r:.200}")
+    choice = answer["choices"][0]
+    message = choice["message"]
+    usage = answer.get("usage") or {}
+    return Completion(
+        text=message.get("content") or "",
+        tool_calls=tuple(
+            ToolCallRequest(
+                id=call.get("id") or f"call_{index}",
+                name=call["function"]["name"],
+                arguments=call["function"].get("arguments") or "",
+            )
+            for index, call in enumerate(message.get("tool_calls") or ())
+        ),
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        finish_reason=choice.get("finish_reason"),
+    )
 
 
 async def _events(stream: AsyncStream[object]) -> AsyncIterator[LLMEvent]:

@@ -20,7 +20,7 @@ from backend.db.models import Conversation, Message, Turn, TurnStatus, new_id, u
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tests.support.specs import calculator_spec, chat_settings, testserver_spec
-from tests.support.sse import turn_events
+from tests.support.sse import stream_turn, turn_events
 from tests.support.waiting import wait_until
 
 
@@ -229,6 +229,18 @@ async def test_concurrent_turns_in_one_conversation_never_mix(chat_app: RunningA
         number = user["content"].removeprefix("turn ")
         assert json.loads(json.dumps(call["tool_calls"][0]["arguments"])) == {"text": number}
         assert answer["content"] == f"echo {number}"
+
+
+async def test_the_model_streams_only_when_a_client_watches_the_turn(
+    chat_app: RunningApp, fake_llm: FakeOpenAI
+) -> None:
+    conversation_id = await chat_app.new_conversation()
+    fake_llm.script(Reply.say("whole"), Reply.say("in pieces"))
+    response = await send(chat_app, conversation_id, "json please")
+    assert response.json()["message"]["content"] == "whole"
+    events = await stream_turn(chat_app.http, conversation_id, "stream please")
+    assert "".join(e.data["text"] for e in events if e.type == "message.delta") == "in pieces"
+    assert [request.get("stream", False) for request in fake_llm.requests] == [False, True]
 
 
 async def test_context_is_the_newest_history_that_fits_on_a_long_conversation(

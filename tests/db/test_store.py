@@ -60,6 +60,9 @@ async def test_context_holds_only_turns_finished_before_the_turn_began(store: Co
     assert context.turn_ids == [done.id]
     assert [m.content for m in context.turns[done.id].messages] == ["first", "first answer"]
     assert (await store.context_turns(current, max_tokens=5)).turn_ids == []  # the budget is respected
+    following, _, window = await store.start_turn_with_context(conversation.id, "following", max_tokens=1000)
+    assert window.turn_ids == [done.id, running.id]  # `current` is still running
+    assert (await store.context_turns(following, max_tokens=1000)).turn_ids == window.turn_ids
 
 
 async def test_context_reads_rows_only_of_turns_the_caller_does_not_know(store: ConversationStore) -> None:
