@@ -58,10 +58,13 @@ from backend.services.tool_results import error_for_model, text_for_model
 
 log = structlog.get_logger(__name__)
 
-# Finished turns never change, so each is rendered into model messages once and kept (least recently used
-# first out, bounded by the characters held): a long conversation's context is not re-read nor re-built on
-# every turn. A cache per process is never stale: the database decides which turns are in the context.
-HISTORY_CACHE_CHARS = 32_000_000
+# Finished turns never change, so each is rendered into model messages once and kept, least recently used
+# first out: a long conversation's context is neither re-read nor re-built on every turn. A cache per process
+# is never stale: the database decides which turns are in the context. The bound counts each turn's text plus
+# a fixed cost per turn, so it holds some 3,000 short turns (a dozen full context windows, a few MB) or a
+# few dozen with 100 KB tool results.
+HISTORY_CACHE_UNITS = 4_000_000
+HISTORY_CACHE_TURN_COST = 1_000
 
 RenderedTurn = tuple[LLMMessage, ...]
 
@@ -150,7 +153,7 @@ class ChatService:
         self._store, self._mcp, self._provider = store, mcp, provider
         self._settings, self._tokens = settings, tokens
         self.running = RunningTurns()
-        self._rendered: LRUCache[str, RenderedTurn] = LRUCache(HISTORY_CACHE_CHARS, getsizeof=_chars)
+        self._rendered: LRUCache[str, RenderedTurn] = LRUCache(HISTORY_CACHE_UNITS, getsizeof=_cache_units)
 
     def check_ready(self, content: str) -> LLMProvider:
         """Refuse a message before anything is stored or sent.
@@ -274,7 +277,7 @@ class ChatService:
                     return None
             else:
                 messages = tuple(history_messages([rows]))
-                if _chars(messages) <= HISTORY_CACHE_CHARS:
+                if _cache_units(messages) <= HISTORY_CACHE_UNITS:
                     self._rendered[turn_id] = messages
             out.append(messages)
         return out
@@ -439,11 +442,11 @@ def message_payload(message: Message) -> dict[str, Any]:
     }
 
 
-def _chars(messages: RenderedTurn) -> int:
-    """What a rendered turn holds, for the cache's bound: its text, arguments included."""
-    total = 0
+def _cache_units(messages: RenderedTurn) -> int:
+    """A rendered turn's weight in the cache: its text (arguments included) and a fixed cost per turn."""
+    total = HISTORY_CACHE_TURN_COST
     for message in messages:
         total += len(message.content)
         if isinstance(message, AssistantMessage):
             total += sum(len(call.arguments) + len(call.name) for call in message.tool_calls)
-    return total + 1
+    return total

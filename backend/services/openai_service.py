@@ -171,7 +171,8 @@ class OpenAIProvider:
 
 # A conversation's history reaches the provider as the same message objects on every turn (the chat service
 # keeps them rendered), so each one's JSON is kept too: encoding the history was a third of a turn's CPU.
-WIRE_CACHE_BYTES = 32_000_000
+WIRE_CACHE_BYTES = 8_000_000
+WIRE_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that short messages count too
 
 
 class _WireMessages:
@@ -191,10 +192,10 @@ class _WireMessages:
             return hit[1]
         data = _dumps(to_openai_message(message))
         self._entries[id(message)] = (message, data)
-        self._bytes += len(data)
+        self._bytes += len(data) + WIRE_ENTRY_BYTES
         while self._bytes > WIRE_CACHE_BYTES:  # oldest first; a message bigger than the bound goes at once
             oldest = next(iter(self._entries))
-            self._bytes -= len(self._entries.pop(oldest)[1])
+            self._bytes -= len(self._entries.pop(oldest)[1]) + WIRE_ENTRY_BYTES
         return data
 
 
