@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from backend.api.disconnect import cancel_on_disconnect
-from backend.db.models import ConversationKind
 from backend.deps import Chat, Store
 from backend.errors import AppError, BadRequestError
 from backend.services import tool_arguments
@@ -54,12 +53,11 @@ async def _message_from(request: Request) -> str:
         }
     },
 )
-async def legacy_chat(request: Request, store: Store, chat: Chat) -> dict[str, Any]:
+async def legacy_chat(request: Request, chat: Chat) -> dict[str, Any]:
     """`{"message"}` → `{"response", "tool_calls": [{"name", "args", "result", "id"}]}`."""
     message = await _message_from(request)
     chat.check_ready(message)
-    conversation = await store.legacy()
-    outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(conversation.id, message))
+    outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(message))
     final = outcome.final_message
     return {
         "response": final.content if final is not None else "",
@@ -86,5 +84,5 @@ async def legacy_history(store: Store) -> dict[str, Any]:
 @router.post("/clear")
 async def legacy_clear(store: Store) -> dict[str, Any]:
     """Start a fresh legacy conversation; the old one stays stored (and listed under /v1/conversations)."""
-    await store.create("Legacy chat", kind=ConversationKind.LEGACY)
+    await store.new_legacy()
     return {"history": []}

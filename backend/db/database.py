@@ -4,13 +4,14 @@ A transaction is a plain function of a SQLAlchemy `Connection`, committed when i
 it raises. SQLite (the default) runs each one on a worker thread over the synchronous driver: one thread hop per
 transaction, where the async driver hops threads for every DBAPI call (measured on a chat turn's seven
 transactions: 16.5 ms of CPU through aiosqlite and the ORM, 3.1 ms through this and Core). Writes take turns
-on one connection, because SQLite has one writer and waiting here is cheaper than its busy handler; reads use
-pooled connections beside it and never wait for the writer (WAL). Any other URL, PostgreSQL included, runs
-the same functions on the async driver through `run_sync`.
+on one connection under a thread lock, because SQLite has one writer and a lock is cheaper than its busy
+handler; reads use pooled connections beside it and never wait for the writer (WAL). Any other URL,
+PostgreSQL included, runs the same functions on the async driver through `run_sync`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -26,6 +27,7 @@ Transaction = Callable[[Connection], T]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_READERS = 4
+SQLITE_WRITE_THREADS = 8  # threads that may wait for the write lock at once
 
 
 def async_url(url: str) -> str:
@@ -78,21 +80,25 @@ class SqliteDatabase:
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "begin", _sqlite_begin)
         self._writer: Connection | None = None
-        self._write_turn = anyio.CapacityLimiter(1)
-        self._read_turn = anyio.CapacityLimiter(SQLITE_READERS)
+        # Writers take turns on a thread lock, held for the transaction alone. (A CapacityLimiter(1) would be
+        # held until the event loop got round to the result: under load, several ms per write, all queued.)
+        self._write_lock = threading.Lock()
+        self._write_threads = anyio.CapacityLimiter(SQLITE_WRITE_THREADS)
+        self._read_threads = anyio.CapacityLimiter(SQLITE_READERS)
 
     async def write(self, transaction: Transaction[T]) -> T:
-        return await anyio.to_thread.run_sync(self._write_now, transaction, limiter=self._write_turn)
+        return await anyio.to_thread.run_sync(self._write_now, transaction, limiter=self._write_threads)
 
     def _write_now(self, transaction: Transaction[T]) -> T:
-        if self._writer is None:
-            self._writer = self.engine.connect()
-            self._writer.info["is_writer"] = True
-        with self._writer.begin():
-            return transaction(self._writer)
+        with self._write_lock:
+            if self._writer is None:
+                self._writer = self.engine.connect()
+                self._writer.info["is_writer"] = True
+            with self._writer.begin():
+                return transaction(self._writer)
 
     async def read(self, transaction: Transaction[T]) -> T:
-        return await anyio.to_thread.run_sync(self._read_now, transaction, limiter=self._read_turn)
+        return await anyio.to_thread.run_sync(self._read_now, transaction, limiter=self._read_threads)
 
     def _read_now(self, transaction: Transaction[T]) -> T:
         with self.engine.connect() as connection, connection.begin():
@@ -104,11 +110,12 @@ class SqliteDatabase:
 
     async def aclose(self) -> None:
         def close() -> None:
-            if self._writer is not None:
-                self._writer.close()
-            self.engine.dispose()
+            with self._write_lock:
+                if self._writer is not None:
+                    self._writer.close()
+                self.engine.dispose()
 
-        await anyio.to_thread.run_sync(close, limiter=self._write_turn)
+        await anyio.to_thread.run_sync(close)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -153,19 +153,12 @@ class ConversationStore:
 
     async def legacy(self) -> Conversation:
         """The conversation behind /api/chat: the newest legacy one, created on first use."""
-        query = (
-            select(*Conversation.__table__.columns)
-            .where(Conversation.kind == ConversationKind.LEGACY.value)
-            .order_by(Conversation.created_at.desc(), Conversation.id.desc())
-            .limit(1)
-        )
+        found = await self.database.read(_newest_legacy)
+        return found if found is not None else await self.database.write(_create_legacy)
 
-        def read(connection: Connection) -> Conversation | None:
-            row = connection.execute(query).first()  # a plain row: this runs on every /api/chat request
-            return Conversation(**row._asdict()) if row is not None else None
-
-        found = await self.database.read(read)
-        return found if found is not None else await self.create("Legacy chat", ConversationKind.LEGACY)
+    async def new_legacy(self) -> Conversation:
+        """Start a fresh legacy conversation (/api/clear); the old ones stay stored."""
+        return await self.database.write(_create_legacy)
 
     # -- turns -----------------------------------------------------------------------------------
 
@@ -176,16 +169,21 @@ class ConversationStore:
         return turn, message
 
     async def start_turn_with_context(
-        self, conversation_id: str, content: str, max_tokens: int, known: Container[str] = ()
+        self, conversation_id: str | None, content: str, max_tokens: int, known: Container[str] = ()
     ) -> tuple[Turn, Message, ContextWindow]:
-        """`start_turn` and `context_turns` in one transaction: the context is exactly what had finished."""
-        turn, message = _new_turn(conversation_id, content)
+        """`start_turn` and `context_turns` in one transaction: the context is exactly what had finished.
 
-        def write(connection: Connection) -> ContextWindow:
+        `conversation_id` None: the legacy conversation (see `legacy`), found or created in that transaction."""
+
+        def write(connection: Connection) -> tuple[Turn, Message, ContextWindow]:
+            target = conversation_id
+            if target is None:
+                target = (_newest_legacy(connection) or _create_legacy(connection)).id
+            turn, message = _new_turn(target, content)
             _insert_turn(connection, turn, message)
-            return _context_window(connection, turn, max_tokens, known)
+            return turn, message, _context_window(connection, turn, max_tokens, known)
 
-        return turn, message, await self.database.write(write)
+        return await self.database.write(write)
 
     async def add_assistant_message(
         self,
@@ -335,6 +333,26 @@ def assistant_message(turn: Turn, message_id: str, seq: int, content: str, statu
         created_at=utcnow(),
         tool_calls=[],
     )
+
+
+def _newest_legacy(connection: Connection) -> Conversation | None:
+    query = (
+        select(*Conversation.__table__.columns)
+        .where(Conversation.kind == ConversationKind.LEGACY.value)
+        .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+        .limit(1)
+    )
+    row = connection.execute(query).first()
+    return Conversation(**row._asdict()) if row is not None else None
+
+
+def _create_legacy(connection: Connection) -> Conversation:
+    now = utcnow()
+    conversation = Conversation(
+        id=new_id(), title="Legacy chat", kind=ConversationKind.LEGACY.value, created_at=now, updated_at=now
+    )
+    _insert(connection, conversation)
+    return conversation
 
 
 def _new_turn(conversation_id: str, content: str) -> tuple[Turn, Message]:

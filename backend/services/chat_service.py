@@ -180,12 +180,24 @@ class ChatService:
             ConversationNotFoundError: no such conversation.
             LLMError: the model failed; the user message and the turn's work so far are stored.
         """
+        return await self._run_turn(conversation_id, content, emit)
+
+    async def run_legacy_turn(self, content: str) -> TurnOutcome:
+        """`run_turn` in the legacy API's conversation (found, or created, in the turn's first transaction).
+
+        Raises:
+            MessageTooLongError, LLMNotConfiguredError, LLMError: as `run_turn`.
+        """
+        return await self._run_turn(None, content, None)
+
+    async def _run_turn(self, conversation_id: str | None, content: str, emit: Emit | None) -> TurnOutcome:
         provider = self.check_ready(content)
         watch = emit or _ignore
         tokens = self._tokens.message(content)
         turn, user_message, window = await self._store.start_turn_with_context(
             conversation_id, content, self._context_budget(tokens), known=self._rendered
         )
+        conversation_id = turn.conversation_id
         log.info("chat.turn.started", conversation_id=conversation_id, turn_id=turn.id)
         await watch(TurnEvent("message.created", message_payload(user_message)))
         state = _TurnState(turn=turn, user_message=user_message, tokens=tokens, is_streamed=emit is not None)

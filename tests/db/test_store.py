@@ -128,3 +128,15 @@ async def test_legacy_conversation_is_created_once_and_reused(store: Conversatio
     first = await store.legacy()
     assert (await store.legacy()).id == first.id
     assert first.kind == "legacy"
+
+
+async def test_legacy_turns_go_to_the_newest_legacy_conversation_created_on_first_use(
+    store: ConversationStore,
+) -> None:
+    first, _, _ = await store.start_turn_with_context(None, "hello", max_tokens=1000)
+    again, _, window = await store.start_turn_with_context(None, "again", max_tokens=1000)
+    assert again.conversation_id == first.conversation_id == (await store.legacy()).id
+    assert window.turn_ids == []  # `first` is still running
+    fresh = await store.new_legacy()
+    after_clear, _, _ = await store.start_turn_with_context(None, "after clear", max_tokens=1000)
+    assert after_clear.conversation_id == fresh.id != first.conversation_id
