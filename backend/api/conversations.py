@@ -70,9 +70,8 @@ async def send_message(
 ) -> TurnResponse | TurnStream:
     """Answer a user message: wait for the final answer (JSON), or stream the turn (`Accept: text/event-stream`)."""
     chat.check_ready(body.content)
-    await store.get(conversation_id)  # a 404 before any stream starts
-
     if "text/event-stream" in request.headers.get("accept", ""):
+        await store.get(conversation_id)  # a 404 before the stream starts (a JSON turn finds out by itself)
         return TurnStream(lambda emit: chat.run_turn(conversation_id, body.content, emit))
     outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(conversation_id, body.content))
     return turn_response(outcome)

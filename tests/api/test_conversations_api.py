@@ -57,6 +57,17 @@ async def test_conversation_routes_answer_problems_when_input_is_bad(
     assert fake_llm.requests == []
 
 
+async def test_streaming_to_a_missing_conversation_is_a_404_problem_before_any_event(
+    chat_app: RunningApp, fake_llm: FakeOpenAI
+) -> None:
+    response = await chat_app.http.post(
+        "/v1/conversations/missing/messages", json={"content": "hi"}, headers={"accept": "text/event-stream"}
+    )
+    assert response.status_code == 404
+    assert response.json()["type"] == "/problems/conversation-not-found"
+    assert fake_llm.requests == []
+
+
 async def test_message_turn_answers_json_with_the_final_message_and_tool_calls(
     chat_app: RunningApp, fake_llm: FakeOpenAI
 ) -> None:
