@@ -2,8 +2,8 @@
 
 Each method is one short transaction (a function of a `Connection`, run by `backend.db.database`), so
 concurrent turns and SQLite's single writer never wait on a model call or a tool call. The chat path writes
-with Core statements, not the ORM's unit of work: a turn makes four writes and two reads, and the ORM's
-bookkeeping cost more than SQLite itself. Rows come back as (detached) model instances all the same.
+with Core statements, not the ORM's unit of work: a turn makes four writes (the first also picks its context),
+and the ORM's bookkeeping cost more than SQLite itself. Rows come back as (detached) model instances all the same.
 """
 
 from __future__ import annotations
@@ -311,13 +311,6 @@ class ConversationStore:
                 return conversation, _turns_with_messages(session, Turn.conversation_id == conversation_id)
 
         return await self.database.read(read)
-
-    async def turn(self, turn_id: str) -> Turn:
-        def read(connection: Connection) -> list[Turn]:
-            with Session(connection) as session:
-                return _turns_with_messages(session, Turn.id == turn_id)
-
-        return (await self.database.read(read))[0]
 
 
 def assistant_message(turn: Turn, message_id: str, seq: int, content: str, status: str = "completed") -> Message:

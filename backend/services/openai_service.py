@@ -1,8 +1,8 @@
 """OpenAI (and any OpenAI-compatible server: vLLM, Ollama, LM Studio) as an `LLMProvider`.
 
-One shared `AsyncOpenAI` client; streaming with tool calls; transient failures (429, 5xx, connection errors,
-timeouts) retried by tenacity with exponential backoff and jitter, honouring Retry-After. The SDK's own
-retries are off so that there is one retry policy, ours.
+One shared `AsyncOpenAI` client; answers with tool calls streamed, or asked for whole when nobody watches the
+turn; transient failures (429, 5xx, connection errors, timeouts) retried by tenacity with exponential backoff
+and jitter, honouring Retry-After. The SDK's own retries are off so that there is one retry policy, ours.
 """
 
 from __future__ import annotations
