@@ -1,0 +1,68 @@
+"""`python -m bench.drive`: MCP Chat alone under N concurrent /api/chat clients, for profiling between full runs.
+
+Starts the fake model and `mcpchat serve` as `make bench` does, optionally fills the legacy conversation
+first, then prints throughput, latency and the CPU per turn of MCP Chat's process tree and of the fake model.
+Attach a profiler to the printed pid while it runs (e.g. `py-spy record --gil --pid PID`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+import httpx
+
+from bench.run import ROOT, Tree, chat_call, concurrent, sequential, spawn
+from tests.support.processes import free_port, wait_http_ok
+
+
+async def main(args: argparse.Namespace) -> None:
+    fake_port, chat_port = free_port(), free_port()
+    model_url = f"http://127.0.0.1:{fake_port}/v1"
+    fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    env = {
+        "MCPCHAT_PORT": str(chat_port),
+        "MCPCHAT_ENV": "prod",
+        "MCPCHAT_LOG_LEVEL": "warning",
+        "OPENAI_BASE_URL": model_url,
+        "OPENAI_API_KEY": "bench",
+        "MCPCHAT_DATABASE_URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}",
+    }
+    chat = spawn([str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"], env)
+    try:
+        await wait_http_ok(f"{model_url}/models")
+        await wait_http_ok(f"http://127.0.0.1:{chat_port}/readyz", timeout_s=60)
+        sys.stdout.write(f"mcpchat pid {chat.pid}\n")
+        app, model = Tree(chat.pid), Tree(fake.pid)
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{chat_port}", timeout=30, limits=limits) as http:
+            if args.prefill:
+                await sequential(args.prefill, chat_call(http))
+            app_s, model_s = app.cpu_s(), model.cpu_s()
+            result = await concurrent(args.clients, args.seconds, chat_call(http))
+            turns = max(int(result["n"]), 1)
+            sys.stdout.write(
+                f"{args.clients} clients, {args.seconds:g} s: {result['throughput_per_s']} correct turns/s, "
+                f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, {result['failures']} failed; "
+                f"CPU per turn: MCP Chat {(app.cpu_s() - app_s) / turns * 1000:.2f} ms, "
+                f"fake model {(model.cpu_s() - model_s) / turns * 1000:.2f} ms\n"
+            )
+    finally:
+        for process in (chat, fake):
+            process.terminate()
+            process.wait(timeout=15)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.drive", description=__doc__)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--prefill", type=int, default=200, help="sequential turns before measuring")
+    anyio.run(main, parser.parse_args())
+
+
+if __name__ == "__main__":
+    cli()
