@@ -19,6 +19,7 @@ from backend.db.database import open_database
 from backend.db.models import Conversation, Message, Turn, TurnStatus, new_id, utcnow
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
+from tests.support.services import POSTGRES_URL_VAR, service_url
 from tests.support.specs import calculator_spec, chat_settings, testserver_spec
 from tests.support.sse import stream_turn, turn_events
 from tests.support.waiting import wait_until
@@ -285,6 +286,26 @@ async def test_context_follows_the_database_when_another_writer_adds_turns(
             ("assistant", "first answer"),
             ("user", "second"),
         ]
+
+
+async def test_turns_store_and_replay_their_history_on_postgresql(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    settings = chat_settings(tmp_path, fake_llm, database_url=service_url(POSTGRES_URL_VAR))
+    async with run_app(settings, [calculator_spec()]) as app:
+        await app.wait_ready("calculator")
+        conversation_id = await app.new_conversation()
+        fake_llm.script(Reply.call(("calculator__add", {"a": 2, "b": 3})), Reply.say("5"), Reply.say("still 5"))
+        first = (await send(app, conversation_id, "2 + 3?")).json()
+        assert first["message"]["content"] == "5"
+        assert first["tool_calls"][0]["result"]["structured_content"] == {"result": 5}
+        assert (await send(app, conversation_id, "again?")).json()["message"]["content"] == "still 5"
+        sent = fake_llm.requests[-1]["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+        assert sent[2]["content"] == "2 + 3 = 5"
+        stored = (await app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+        assert [m["content"] for m in stored] == ["2 + 3?", "", "5", "again?", "still 5"]
+        fake_llm.script(Reply.say("legacy works"))
+        legacy = await app.http.post("/api/chat", json={"message": "hello"})
+        assert legacy.json() == {"response": "legacy works", "tool_calls": []}
 
 
 async def seed_history(database_url: str, conversation_id: str, turns: int) -> None:
