@@ -1,8 +1,9 @@
-"""`python -m bench.drive`: MCP Chat alone under N concurrent /api/chat clients, for profiling between full runs.
+"""`python -m bench.drive`: one host alone under N concurrent /api/chat clients, for profiling between full runs.
 
-Starts the fake model and `mcpchat serve` as `make bench` does, optionally fills the legacy conversation
-first, then prints throughput, latency and the CPU per turn of MCP Chat's process tree and of the fake model.
-Attach a profiler to the printed pid while it runs (e.g. `py-spy record --gil --pid PID`).
+Starts the fake model and `mcpchat serve` as `make bench` does (or, with `--host floor`, bench/floor.py),
+optionally fills the legacy conversation first, then prints throughput, latency and the CPU per turn of the
+host's process tree and of the fake model. Attach a profiler to the printed pid while it runs
+(e.g. `py-spy record --gil --pid PID`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ async def main(args: argparse.Namespace) -> None:
         "OPENAI_API_KEY": "bench",
         "MCPCHAT_DATABASE_URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}",
     }
-    chat = spawn([str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"], env)
+    if args.host == "floor":
+        command = [sys.executable, "-m", "bench.floor", "--port", str(chat_port), "--model-url", model_url]
+    else:
+        command = [str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"]
+    chat = spawn(command, env)
     try:
         await wait_http_ok(f"{model_url}/models")
         await wait_http_ok(f"http://127.0.0.1:{chat_port}/readyz", timeout_s=60)
-        sys.stdout.write(f"mcpchat pid {chat.pid}\n")
+        sys.stdout.write(f"{args.host} pid {chat.pid}\n")
         app, model = Tree(chat.pid), Tree(fake.pid)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{chat_port}", timeout=30, limits=limits) as http:
@@ -47,7 +52,7 @@ async def main(args: argparse.Namespace) -> None:
             sys.stdout.write(
                 f"{args.clients} clients, {args.seconds:g} s: {result['throughput_per_s']} correct turns/s, "
                 f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, {result['failures']} failed; "
-                f"CPU per turn: MCP Chat {(app.cpu_s() - app_s) / turns * 1000:.2f} ms, "
+                f"CPU per turn: {args.host} {(app.cpu_s() - app_s) / turns * 1000:.2f} ms, "
                 f"fake model {(model.cpu_s() - model_s) / turns * 1000:.2f} ms\n"
             )
     finally:
@@ -58,6 +63,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.drive", description=__doc__)
+    parser.add_argument("--host", choices=("mcpchat", "floor"), default="mcpchat")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--prefill", type=int, default=200, help="sequential turns before measuring")

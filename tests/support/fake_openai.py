@@ -62,6 +62,7 @@ class Reply:
     chunk_delay_s: float = 0.0  # between streamed chunks
     hang: bool = False  # never answer, until the client goes away
     usage: tuple[int, int] = (10, 5)  # prompt_tokens, completion_tokens
+    raw_stream: bytes | None = None  # a streamed request's whole body, verbatim (SSE syntax and error events)
 
     @classmethod
     def say(cls, text: str, **options: Unpack[ReplyOptions]) -> Reply:
@@ -95,8 +96,11 @@ class _ClientGoneError(Exception):
 class FakeOpenAI:
     """The ASGI app: answers chat.completions requests from a script queue, then from `responder`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, is_recording: bool = True) -> None:
         self.base_url = ""
+        # Every request body, for tests to inspect. A benchmark serves millions of history messages: kept,
+        # they would grow the fake's heap without bound and its garbage collector's pauses with it.
+        self.is_recording = is_recording
         self.requests: list[JsonObject] = []
         self.disconnects = 0
         self.responder: Responder | None = None
@@ -135,7 +139,8 @@ class FakeOpenAI:
         if request is None:
             await _send_json(send, 400, _error_body(400, "The body must be a JSON object.", "invalid_json"))
             return
-        self.requests.append(request)
+        if self.is_recording:
+            self.requests.append(request)
         reply = self._next_reply(request)
         try:
             await _until_done_or_gone(lambda: self._answer(request, reply, send), receive)
@@ -160,7 +165,9 @@ class FakeOpenAI:
         calls = [self._tool_call(spec) for spec in reply.tool_calls]
         completion_id = f"chatcmpl-{next(self._completion_ids)}"
         model = str(request.get("model") or MODEL)
-        if request.get("stream"):
+        if request.get("stream") and reply.raw_stream is not None:
+            await _send_raw_stream(send, reply.raw_stream)
+        elif request.get("stream"):
             is_usage_wanted = bool((request.get("stream_options") or {}).get("include_usage"))
             chunks = _stream_chunks(completion_id, model, reply, calls, is_usage_wanted)
             await _send_stream(send, chunks, reply.chunk_delay_s)
@@ -263,6 +270,12 @@ async def _send_stream(send: Send, chunks: list[JsonObject], chunk_delay_s: floa
         data = f"data: {json.dumps(payload)}\n\n".encode()
         await send({"type": "http.response.body", "body": data, "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _send_raw_stream(send: Send, body: bytes) -> None:
+    headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _send_error_reply(send: Send, reply: Reply) -> None:
@@ -384,7 +397,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    fake = FakeOpenAI()
+    fake = FakeOpenAI(is_recording=False)
     fake.responder = calculator_responder
     fake.base_url = f"http://{args.host}:{args.port}/v1"
     uvicorn.run(fake, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="off")
