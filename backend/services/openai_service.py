@@ -1,8 +1,9 @@
 """OpenAI (and any OpenAI-compatible server: vLLM, Ollama, LM Studio) as an `LLMProvider`.
 
-One shared `AsyncOpenAI` client; answers with tool calls streamed, or asked for whole when nobody watches the
-turn; transient failures (429, 5xx, connection errors, timeouts) retried by tenacity with exponential backoff
-and jitter, honouring Retry-After. The SDK's own retries are off so that there is one retry policy, ours.
+One keep-alive HTTP client (`backend/clients/chat_completions.py`); answers with tool calls streamed, or asked
+for whole when nobody watches the turn; transient failures (429, 5xx, connection errors, timeouts) retried by
+tenacity with exponential backoff and jitter, honouring Retry-After. The request body is written here, each
+message's JSON encoded once (see `_WireMessages`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import openai
 import structlog
-from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -23,6 +21,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from backend.clients.chat_completions import (
+    ChatCompletionsClient,
+    ModelConnectionError,
+    ModelProtocolError,
+    ModelStatusError,
+    ModelStream,
+)
 from backend.config import Settings
 from backend.services.llm_provider import (
     AssistantMessage,
@@ -41,32 +46,15 @@ from backend.services.llm_provider import (
 
 log = structlog.get_logger(__name__)
 
-MAX_RETRY_AFTER_S = 60.0
-# A local OpenAI-compatible server (Ollama, vLLM, LM Studio) usually wants no key, but the SDK wants one.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# A local OpenAI-compatible server (Ollama, vLLM, LM Studio) usually wants no key; a placeholder is harmless.
 NO_KEY_NEEDED = "not-needed"
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | openai.RateLimitError):
+    if isinstance(exc, ModelConnectionError):
         return True
-    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
-
-
-def retry_after_s(exc: BaseException | None) -> float | None:
-    """The wait the server asked for (Retry-After / retry-after-ms), if any, capped."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return min(max(float(value) * scale, 0.0), MAX_RETRY_AFTER_S)
-        except ValueError:
-            return None  # an HTTP date: fall back to our own backoff
-    return None
+    return isinstance(exc, ModelStatusError) and (exc.status == 429 or exc.status >= 500)
 
 
 class _WaitHonouringRetryAfter:
@@ -75,7 +63,7 @@ class _WaitHonouringRetryAfter:
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        asked = retry_after_s(exc)
+        asked = exc.retry_after_s if isinstance(exc, ModelStatusError) else None
         return asked if asked is not None else self._backoff(state)
 
 
@@ -86,40 +74,15 @@ class OpenAIProvider:
         self.model = settings.model
         self._attempts = settings.llm_max_attempts
         self._wait = _WaitHonouringRetryAfter(settings.llm_retry_initial_s, settings.llm_retry_max_s)
-        self._client = AsyncOpenAI(
+        self._client = ChatCompletionsClient(
+            base_url=settings.openai_base_url or DEFAULT_BASE_URL,
             api_key=settings.openai_api_key or NO_KEY_NEEDED,
-            base_url=settings.openai_base_url,
-            max_retries=0,
-            timeout=settings.llm_timeout_s,
+            timeout_s=settings.llm_timeout_s,
         )
         self._wire = _WireMessages()
 
     async def aclose(self) -> None:
-        await self._client.close()
-
-    async def _open_stream(self, body: bytes) -> AsyncStream[object]:
-        # The SDK's generic POST, not `chat.completions.create`: `create` re-walks every message and tool
-        # schema against its TypedDicts on each call (measured: over half the CPU of a turn, growing with the
-        # history). The body is JSON we wrote (see `_body`). Chunks come back as the decoded JSON
-        # (`AsyncStream[object]`): building a pydantic model per chunk cost more than the rest of the parsing.
-        # Connection handling, SSE decoding and error mapping stay the SDK's.
-        stream: AsyncStream[object] = await self._client.post(
-            "/chat/completions",
-            content=body,
-            options={"headers": {"Content-Type": "application/json"}},
-            cast_to=ChatCompletion,
-            stream=True,
-            stream_cls=AsyncStream[object],
-        )
-        return stream
-
-    async def _complete(self, body: bytes) -> object:
-        return await self._client.post(
-            "/chat/completions",
-            content=body,
-            options={"headers": {"Content-Type": "application/json"}},
-            cast_to=object,  # the decoded JSON, as for stream chunks
-        )
+        await self._client.aclose()
 
     def _body(self, call: ModelCall) -> bytes:
         """The request as JSON, each message's JSON reused from `_wire` when the same message object comes again."""
@@ -148,25 +111,25 @@ class OpenAIProvider:
         )
         try:
             if not call.is_streamed:  # one JSON answer, so the whole call can be retried
-                yield _completion(await retrying(self._complete, body))
+                yield _completion(await retrying(self._client.complete, body))
                 return
             # Only opening the stream is retried: once text has reached the user, a retry would repeat it.
-            stream: AsyncStream[object] = await retrying(self._open_stream, body)
-        except openai.APIStatusError as exc:
+            stream: ModelStream = await retrying(self._client.open_stream, body)
+        except ModelStatusError as exc:
             raise LLMError(_status_detail(exc, self._attempts)) from exc
-        except openai.APIError as exc:
+        except ModelConnectionError as exc:
             raise LLMError(f"The model could not be reached after {self._attempts} tries: {exc}") from exc
-        except (AttributeError, TypeError, KeyError, IndexError) as exc:  # not shaped like a chat completion
+        except (ModelProtocolError, AttributeError, TypeError, KeyError, IndexError) as exc:
             raise LLMError(f"The model sent an answer this client cannot read: {exc}") from exc
         try:
             async for event in _events(stream):
                 yield event
-        except openai.APIError as exc:
+        except ModelConnectionError as exc:
             raise LLMError(f"The model's answer broke off: {exc}") from exc
-        except (AttributeError, TypeError) as exc:  # a chunk not shaped like a chat completion chunk
+        except (ModelProtocolError, AttributeError, TypeError) as exc:  # not shaped like a chat completion chunk
             raise LLMError(f"The model sent a stream chunk this client cannot read: {exc}") from exc
         finally:
-            await stream.close()
+            stream.close()
 
 
 # A conversation's history reaches the provider as the same message objects on every turn (the chat service
@@ -209,11 +172,10 @@ NOT_CONFIGURED_DETAIL = (
 )
 
 
-def _status_detail(exc: openai.APIStatusError, attempts: int) -> str:
-    message = exc.message
+def _status_detail(exc: ModelStatusError, attempts: int) -> str:
     if is_transient(exc):
-        return f"The model kept failing ({exc.status_code}) after {attempts} tries: {message}"
-    return f"The model refused the request ({exc.status_code}): {message}"
+        return f"The model kept failing ({exc.status}) after {attempts} tries: {exc.message}"
+    return f"The model refused the request ({exc.status}): {exc.message}"
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -245,14 +207,18 @@ def _completion(answer: object) -> Completion:
     )
 
 
-async def _events(stream: AsyncStream[object]) -> AsyncIterator[LLMEvent]:
+async def _events(stream: ModelStream) -> AsyncIterator[LLMEvent]:
     text: list[str] = []
     calls: dict[int, dict[str, str]] = {}
     usage: dict[str, Any] = {}
     finish_reason: str | None = None
-    async for chunk in stream:
+    async for chunk in stream.events():
         if not isinstance(chunk, dict):
             raise LLMError(f"The model sent a stream chunk that is not a JSON object: {chunk!r:.200}")
+        if chunk.get("error"):  # a failure after the stream began, in OpenAI's error shape
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise LLMError(f"The model's answer broke off with an error: {message}")
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from backend.services.llm_provider import (
     AssistantMessage,
     Completion,
+    LLMError,
     LLMMessage,
     ModelCall,
+    TextDelta,
     ToolCallRequest,
     UserMessage,
 )
@@ -45,3 +49,23 @@ async def test_each_request_carries_exactly_its_messages_when_message_objects_co
             ]
     finally:
         await provider.aclose()
+
+
+async def test_an_error_event_mid_stream_is_an_llm_error_naming_the_models_message(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
+    fake_llm.script(
+        Reply(
+            raw_stream=b'data: {"choices": [{"index": 0, "delta": {"content": "Hal"}}]}\n\n'
+            b'data: {"error": {"message": "the model is overloaded", "type": "server_error"}}\n\n'
+        )
+    )
+    events: list[object] = []
+    try:
+        with pytest.raises(LLMError, match="the model is overloaded"):
+            async for event in provider.stream(ModelCall([UserMessage("hi")], [])):
+                events.append(event)
+    finally:
+        await provider.aclose()
+    assert events == [TextDelta("Hal")]
