@@ -1,0 +1,90 @@
+"""SQLite's writer: on the event loop, never waiting there for another process's lock, checkpointing elsewhere."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import Connection, text
+
+from backend.db.database import CHECKPOINT_EVERY_COMMITS, SqliteDatabase
+
+PAGE_BYTES = 4096
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "app.db"
+
+
+@pytest.fixture
+async def database(path: Path) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(f"sqlite:///{path}")
+    await database.write(lambda connection: connection.execute(text("CREATE TABLE t (x)")))
+    try:
+        yield database
+    finally:
+        await database.aclose()
+
+
+def _insert(value: object) -> Callable[[Connection], None]:
+    def transaction(connection: Connection) -> None:
+        connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": value})
+
+    return transaction
+
+
+async def _values(database: SqliteDatabase) -> list[object]:
+    rows = await database.read(lambda connection: connection.execute(text("SELECT x FROM t ORDER BY rowid")).all())
+    return [row[0] for row in rows]
+
+
+async def test_write_waits_on_a_thread_while_another_process_holds_the_lock_and_the_loop_keeps_running(
+    database: SqliteDatabase, path: Path
+) -> None:
+    other = sqlite3.connect(path, isolation_level=None)  # another process's connection, as far as SQLite knows
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES ('other')")
+    is_written = anyio.Event()
+
+    async def write() -> None:
+        await database.write(_insert("ours"))
+        is_written.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            for _ in range(20):  # the loop runs other tasks while the write waits for the lock
+                await anyio.sleep(0.01)
+            assert not is_written.is_set()
+            other.execute("COMMIT")
+            await is_written.wait()
+    other.close()
+    assert await _values(database) == ["other", "ours"]
+    await database.write(_insert("after"))  # and the loop's own writer takes over again
+    assert await _values(database) == ["other", "ours", "after"]
+
+
+async def test_a_failing_transaction_stores_nothing_and_the_next_one_commits(database: SqliteDatabase) -> None:
+    def half_then_fail(connection: Connection) -> None:
+        connection.execute(text("INSERT INTO t VALUES ('half')"))
+        raise ValueError("stop")
+
+    with pytest.raises(ValueError, match="stop"):
+        await database.write(half_then_fail)
+    await database.write(_insert("whole"))
+    assert await _values(database) == ["whole"]
+
+
+async def test_the_wal_is_checkpointed_into_the_database_file_while_the_app_writes(
+    database: SqliteDatabase, path: Path
+) -> None:
+    blob = b"x" * PAGE_BYTES
+    for _ in range(CHECKPOINT_EVERY_COMMITS):
+        await database.write(_insert(blob))
+    # The writer never checkpoints and nothing has closed, so only the checkpoint thread can have moved the
+    # pages into the database file itself.
+    assert (await anyio.Path(path).stat()).st_size > CHECKPOINT_EVERY_COMMITS * PAGE_BYTES
