@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 import structlog
 from anyio import CancelScope
-from cachetools import LRUCache
 
 from backend.config import Settings
 from backend.db.models import Message, ToolCall, ToolCallStatus, Turn, TurnStatus, new_id
@@ -34,17 +33,17 @@ from backend.db.repositories import (
     assistant_message,
 )
 from backend.errors import AppError, PayloadTooLargeError
-from backend.mcp.models import Progress
+from backend.mcp.models import Progress, ToolInfo
 from backend.services import tool_arguments
 from backend.services.llm_provider import (
     AssistantMessage,
     Completion,
+    HistoryTurn,
     LLMError,
     LLMMessage,
     LLMNotConfiguredError,
     LLMProvider,
     ModelCall,
-    SystemMessage,
     TextDelta,
     ToolCallRequest,
     ToolDefinition,
@@ -55,6 +54,7 @@ from backend.services.mcp_service import McpService
 from backend.services.openai_service import NOT_CONFIGURED_DETAIL
 from backend.services.tokens import TokenCounter
 from backend.services.tool_results import error_for_model, text_for_model
+from backend.services.weighted_cache import WeightedCache
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +65,6 @@ log = structlog.get_logger(__name__)
 # few dozen with 100 KB tool results.
 HISTORY_CACHE_UNITS = 4_000_000
 HISTORY_CACHE_TURN_COST = 1_000
-
-RenderedTurn = tuple[LLMMessage, ...]
 
 
 @dataclass(frozen=True)
@@ -153,7 +151,8 @@ class ChatService:
         self._store, self._mcp, self._provider = store, mcp, provider
         self._settings, self._tokens = settings, tokens
         self.running = RunningTurns()
-        self._rendered: LRUCache[str, RenderedTurn] = LRUCache(HISTORY_CACHE_UNITS, getsizeof=_cache_units)
+        self._rendered: WeightedCache[str, HistoryTurn] = WeightedCache(HISTORY_CACHE_UNITS, _cache_units)
+        self._tools: tuple[list[ToolInfo], tuple[ToolDefinition, ...]] = ([], ())
 
     def check_ready(self, content: str) -> LLMProvider:
         """Refuse a message before anything is stored or sent.
@@ -244,12 +243,18 @@ class ChatService:
         state.settled_as = status
 
     async def _loop(self, provider: LLMProvider, state: _TurnState, window: ContextWindow, emit: Emit) -> None:
-        messages = await self._context(state, window)
+        history = await self._history(state, window)
+        messages: list[LLMMessage] = [UserMessage(state.user_message.content)]
         rounds = self._settings.max_tool_rounds
         for _ in range(rounds):
-            completion = await self._model_call(
-                provider, ModelCall(messages, self._tool_definitions(), state.is_streamed), state, emit
+            call = ModelCall(
+                messages,
+                self._tool_definitions(),
+                state.is_streamed,
+                history=history,
+                system=self._settings.system_prompt or None,
             )
+            completion = await self._model_call(provider, call, state, emit)
             if not completion.tool_calls:
                 await self._store_answer(state, completion.text, emit)
                 return
@@ -268,19 +273,16 @@ class ChatService:
         budget = self._settings.context_max_tokens - message_tokens - (self._tokens.message(system) if system else 0)
         return max(budget, 0)
 
-    async def _context(self, state: _TurnState, window: ContextWindow) -> list[LLMMessage]:
-        """The model's messages: system prompt, the history in `window`, the user's message."""
-        system = self._settings.system_prompt
-        prefix: list[LLMMessage] = [SystemMessage(system)] if system else []
+    async def _history(self, state: _TurnState, window: ContextWindow) -> list[HistoryTurn]:
+        """The turns in `window` as model messages, oldest first."""
         rendered = self._render(window)
         if rendered is None:  # a concurrent turn pushed one out of the cache since the read: read them all
             budget = self._context_budget(state.tokens)
             rendered = self._render(await self._store.context_turns(state.turn, budget)) or []
-        history = [message for messages in rendered for message in messages]
-        return [*prefix, *history, UserMessage(state.user_message.content)]
+        return rendered
 
-    def _render(self, window: ContextWindow) -> list[RenderedTurn] | None:
-        out: list[RenderedTurn] = []
+    def _render(self, window: ContextWindow) -> list[HistoryTurn] | None:
+        out: list[HistoryTurn] = []
         for turn_id in window.turn_ids:
             rows = window.turns.get(turn_id)
             if rows is None:
@@ -289,18 +291,23 @@ class ChatService:
                     return None
             else:
                 messages = tuple(history_messages([rows]))
-                if _cache_units(messages) <= HISTORY_CACHE_UNITS:
-                    self._rendered[turn_id] = messages
+                self._rendered.put(turn_id, messages)
             out.append(messages)
         return out
 
-    def _tool_definitions(self) -> list[ToolDefinition]:
-        return [
-            ToolDefinition(
-                name=tool.name, description=tool.description or tool.title or "", parameters=tool.input_schema
+    def _tool_definitions(self) -> tuple[ToolDefinition, ...]:
+        """The ready tools for the model: the same object while they do not change, so providers can keep its JSON."""
+        tools = self._mcp.tools()
+        known, definitions = self._tools
+        if len(tools) != len(known) or any(a is not b for a, b in zip(tools, known, strict=True)):
+            definitions = tuple(
+                ToolDefinition(
+                    name=tool.name, description=tool.description or tool.title or "", parameters=tool.input_schema
+                )
+                for tool in tools
             )
-            for tool in self._mcp.tools()
-        ]
+            self._tools = (tools, definitions)
+        return definitions
 
     async def _model_call(self, provider: LLMProvider, call: ModelCall, state: _TurnState, emit: Emit) -> Completion:
         state.streaming_id, state.streaming_text = new_id(), []
@@ -454,7 +461,7 @@ def message_payload(message: Message) -> dict[str, Any]:
     }
 
 
-def _cache_units(messages: RenderedTurn) -> int:
+def _cache_units(messages: HistoryTurn) -> int:
     """A rendered turn's weight in the cache: its text (arguments included) and a fixed cost per turn."""
     total = HISTORY_CACHE_TURN_COST
     for message in messages:

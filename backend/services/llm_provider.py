@@ -6,8 +6,8 @@ file that maps them, and the loop does not change.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from backend.errors import AppError
@@ -75,13 +75,22 @@ class Completion:
 LLMEvent = TextDelta | Completion
 
 
+# A finished turn's messages, in order. The same object comes on every call whose context holds that turn,
+# so a provider may keep what it derives from one (its encoding) by identity.
+HistoryTurn = tuple[LLMMessage, ...]
+
+
 @dataclass(frozen=True)
 class ModelCall:
-    messages: list[LLMMessage]
-    tools: list[ToolDefinition] = field(default_factory=list)
+    """One request to the model: `system`, then the `history` turns, then this turn's `messages`."""
+
+    messages: Sequence[LLMMessage]
+    tools: Sequence[ToolDefinition] = ()  # the same object while the tools do not change
     # False: nobody watches the text arrive, so the provider may ask for the whole answer at once (no
     # TextDelta then; the Completion alone).
     is_streamed: bool = True
+    history: Sequence[HistoryTurn] = ()
+    system: str | None = None
 
 
 class LLMProvider(Protocol):

@@ -9,7 +9,7 @@ message's JSON encoded once (see `_WireMessages`).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
@@ -32,6 +32,7 @@ from backend.config import Settings
 from backend.services.llm_provider import (
     AssistantMessage,
     Completion,
+    HistoryTurn,
     LLMError,
     LLMEvent,
     LLMMessage,
@@ -40,9 +41,11 @@ from backend.services.llm_provider import (
     SystemMessage,
     TextDelta,
     ToolCallRequest,
+    ToolDefinition,
     ToolResultMessage,
     UserMessage,
 )
+from backend.services.weighted_cache import WeightedCache
 
 log = structlog.get_logger(__name__)
 
@@ -79,26 +82,40 @@ class OpenAIProvider:
             api_key=settings.openai_api_key or NO_KEY_NEEDED,
             timeout_s=settings.llm_timeout_s,
         )
-        self._wire = _WireMessages()
+        self._whole_head = _dumps({"model": self.model})[:-1]  # '{"model":"..."' : the body goes on from here
+        self._streamed_head = _dumps({"model": self.model, "stream": True, "stream_options": {"include_usage": True}})[
+            :-1
+        ]
+        self._history = _EncodedTurns()
+        self._tools: tuple[Sequence[ToolDefinition], bytes] | None = None
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     def _body(self, call: ModelCall) -> bytes:
-        """The request as JSON, each message's JSON reused from `_wire` when the same message object comes again."""
-        head: dict[str, Any] = {"model": self.model}
-        if call.is_streamed:
-            head.update(stream=True, stream_options={"include_usage": True})
+        """The request as JSON; each history turn's JSON and the tools' JSON are reused while the same objects come."""
+        head = self._streamed_head if call.is_streamed else self._whole_head
+        parts = [head]
         if call.tools:
-            head["tools"] = [
+            parts += (b',"tools":', self._tools_json(call.tools))
+        messages = [self._history.encode(turn) for turn in call.history]
+        if call.system is not None:
+            messages.insert(0, _dumps(to_openai_message(SystemMessage(call.system))))
+        messages += (_dumps(to_openai_message(message)) for message in call.messages)
+        parts += (b',"messages":[', b",".join(part for part in messages if part), b"]}")
+        return b"".join(parts)
+
+    def _tools_json(self, tools: Sequence[ToolDefinition]) -> bytes:
+        if self._tools is None or self._tools[0] is not tools:
+            encoded = [
                 {
                     "type": "function",
                     "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
                 }
-                for t in call.tools
+                for t in tools
             ]
-        messages = b",".join(self._wire.encode(message) for message in call.messages)
-        return b"".join((_dumps(head)[:-1], b',"messages":[', messages, b"]}"))
+            self._tools = (tools, _dumps(encoded))
+        return self._tools[1]
 
     async def stream(self, call: ModelCall) -> AsyncIterator[LLMEvent]:
         body = self._body(call)
@@ -132,33 +149,31 @@ class OpenAIProvider:
             stream.close()
 
 
-# A conversation's history reaches the provider as the same message objects on every turn (the chat service
-# keeps them rendered), so each one's JSON is kept too: encoding the history was a third of a turn's CPU.
-WIRE_CACHE_BYTES = 8_000_000
-WIRE_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that short messages count too
+# A conversation's history reaches the provider as the same turn objects on every call (the chat service keeps
+# them rendered), so each turn's JSON is kept too: encoding the history was a third of a turn's CPU, and looking
+# it up message by message still a tenth.
+HISTORY_JSON_CACHE_BYTES = 8_000_000
+HISTORY_JSON_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that short turns count too
 
 
-class _WireMessages:
-    """Each message's JSON, by object identity, oldest out first once over WIRE_CACHE_BYTES.
+class _EncodedTurns:
+    """Each history turn's messages as JSON (comma-separated, no brackets), by the turn object's identity.
 
-    An entry holds its message, so the id cannot be reused by another object while the entry lives. A plain
-    dict, not an LRU: a lookup per message of a long history must cost next to nothing, and a message still
-    in use after eviction is simply encoded again."""
+    An entry holds its turn, so the id cannot be reused by another object while the entry lives. Lookups `peek`,
+    so the oldest entry goes first: a lookup per history turn must cost a dict lookup, and an evicted turn that
+    comes again is simply encoded again."""
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[LLMMessage, bytes]] = {}
-        self._bytes = 0
+        self._cache: WeightedCache[int, tuple[HistoryTurn, bytes]] = WeightedCache(
+            HISTORY_JSON_CACHE_BYTES, lambda entry: len(entry[1]) + HISTORY_JSON_ENTRY_BYTES
+        )
 
-    def encode(self, message: LLMMessage) -> bytes:
-        hit = self._entries.get(id(message))
+    def encode(self, turn: HistoryTurn) -> bytes:
+        hit = self._cache.peek(id(turn))
         if hit is not None:
             return hit[1]
-        data = _dumps(to_openai_message(message))
-        self._entries[id(message)] = (message, data)
-        self._bytes += len(data) + WIRE_ENTRY_BYTES
-        while self._bytes > WIRE_CACHE_BYTES:  # oldest first; a message bigger than the bound goes at once
-            oldest = next(iter(self._entries))
-            self._bytes -= len(self._entries.pop(oldest)[1]) + WIRE_ENTRY_BYTES
+        data = b",".join(_dumps(to_openai_message(message)) for message in turn)
+        self._cache.put(id(turn), (turn, data))
         return data
 
 

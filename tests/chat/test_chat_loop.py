@@ -55,6 +55,29 @@ async def test_parallel_tool_calls_overlap_when_the_model_asks_for_several(
     ]
 
 
+async def test_the_model_sees_the_system_prompt_then_the_history_then_the_message_when_one_is_set(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.script(Reply.call(("calculator__add", {"a": 1, "b": 2})), Reply.say("3"), Reply.say("4"))
+    settings = chat_settings(tmp_path, fake_llm, system_prompt="Answer in one word.")
+    async with run_app(settings, [calculator_spec()]) as app:
+        await app.wait_ready("calculator")
+        conversation_id = await app.new_conversation()
+        await send(app, conversation_id, "1 + 2?")
+        await send(app, conversation_id, "and 2 + 2?")
+    first, with_result, second_turn = (request["messages"] for request in fake_llm.requests)
+    system = {"role": "system", "content": "Answer in one word."}
+    assert first == [system, {"role": "user", "content": "1 + 2?"}]
+    assert [m["role"] for m in with_result] == ["system", "user", "assistant", "tool"]
+    assert with_result[3]["content"] == "1 + 2 = 3"
+    # The earlier turn, whole and in order, between the system prompt and the new message.
+    assert second_turn == [
+        *with_result,
+        {"role": "assistant", "content": "3"},
+        {"role": "user", "content": "and 2 + 2?"},
+    ]
+
+
 async def test_every_kind_of_tool_failure_goes_back_to_the_model(
     tmp_path: Path, marker_dir: Path, fake_llm: FakeOpenAI
 ) -> None:

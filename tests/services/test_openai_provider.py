@@ -9,11 +9,13 @@ import pytest
 from backend.services.llm_provider import (
     AssistantMessage,
     Completion,
+    HistoryTurn,
     LLMError,
-    LLMMessage,
     ModelCall,
     TextDelta,
     ToolCallRequest,
+    ToolDefinition,
+    ToolResultMessage,
     UserMessage,
 )
 from backend.services.openai_service import OpenAIProvider
@@ -21,22 +23,27 @@ from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.specs import chat_settings
 
 
-async def test_each_request_carries_exactly_its_messages_when_message_objects_come_and_go(
+async def test_each_request_carries_exactly_its_history_when_turn_objects_come_and_go(
     tmp_path: Path, fake_llm: FakeOpenAI
 ) -> None:
     provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
-    kept: list[LLMMessage] = [
+    kept: HistoryTurn = (
         UserMessage("kept question"),
         AssistantMessage("", (ToolCallRequest("c1", "t__x", '{"n": 1}'),)),
-    ]
+        ToolResultMessage("c1", "2"),
+    )
+    tools = (ToolDefinition("t__x", "x it", {"type": "object"}),)
     try:
         for number in range(50):
-            # A new message each time, dropped after the call: its id is free for the next one to reuse.
-            call = ModelCall([*kept, UserMessage(f"question {number} é")], [])
+            # A new turn each time, dropped after the call: its id is free for the next one to reuse.
+            dropped: HistoryTurn = (UserMessage(f"question {number} é"), AssistantMessage(f"answer {number}"))
+            call = ModelCall([UserMessage("now")], tools, history=[kept, dropped, ()], system="Be brief.")
             fake_llm.script(Reply.say("ok"))
             events = [event async for event in provider.stream(call)]
             assert isinstance(events[-1], Completion)
-            assert fake_llm.requests[-1]["messages"] == [
+            request = fake_llm.requests[-1]
+            assert request["messages"] == [
+                {"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "kept question"},
                 {
                     "role": "assistant",
@@ -45,7 +52,16 @@ async def test_each_request_carries_exactly_its_messages_when_message_objects_co
                         {"id": "c1", "type": "function", "function": {"name": "t__x", "arguments": '{"n": 1}'}}
                     ],
                 },
+                {"role": "tool", "tool_call_id": "c1", "content": "2"},
                 {"role": "user", "content": f"question {number} é"},
+                {"role": "assistant", "content": f"answer {number}"},
+                {"role": "user", "content": "now"},
+            ]
+            assert request["tools"] == [
+                {
+                    "type": "function",
+                    "function": {"name": "t__x", "description": "x it", "parameters": {"type": "object"}},
+                }
             ]
     finally:
         await provider.aclose()
