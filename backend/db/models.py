@@ -81,7 +81,10 @@ class Turn(Base):
         back_populates="turn", order_by="Message.seq", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    __table_args__ = (Index("ix_turns_conversation_started", "conversation_id", "started_at", "id"),)
+    # Covers the context query (see repositories._CONTEXT_BUDGET): answered from the index alone.
+    __table_args__ = (
+        Index("ix_turns_context", "conversation_id", "started_at", "id", "status", "finished_at", "tokens"),
+    )
 
 
 class Message(Base):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.db.database import Database
@@ -37,6 +37,53 @@ from backend.errors import BadRequestError, NotFoundError
 # conversation: the cost of a turn does not grow with the history.
 CONTEXT_TURN_WINDOW = 256
 CANCELLED_TOOL_CALL_TEXT = "The tool call was cancelled."
+
+# The chat path's statements, built once: SQLAlchemy caches a statement object's compiled SQL, and building a
+# new object per call cost five times what running it did (an UPDATE: 47 us built per call, 9 us prebuilt, timed
+# alone). UPDATEs take their SET columns from the parameters they are executed with.
+_INSERT = {table: insert(table) for table in Base.metadata.sorted_tables}
+_TOUCH_CONVERSATION = update(Conversation).where(Conversation.id == bindparam("b_id"))
+_UPDATE_TURN = update(Turn).where(Turn.id == bindparam("b_id"))
+_UPDATE_TOOL_CALL = update(ToolCall).where(ToolCall.id == bindparam("b_id"))
+_CANCEL_RUNNING_TOOL_CALLS = (
+    update(ToolCall)
+    .where(ToolCall.status == ToolCallStatus.RUNNING.value)
+    .where(ToolCall.message_id.in_(select(Message.id).where(Message.turn_id == bindparam("b_turn_id"))))
+    .values(status=ToolCallStatus.CANCELLED.value, is_error=True, result_text=CANCELLED_TOOL_CALL_TEXT)
+)
+_NEWEST_LEGACY = (
+    select(*Conversation.__table__.columns)
+    .where(Conversation.kind == ConversationKind.LEGACY.value)
+    .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+    .limit(1)
+)
+# Newest first, finished before the turn began; ix_turns_context covers it, so SQLite reads the index alone.
+_CONTEXT_BUDGET = (
+    select(Turn.id, Turn.tokens)
+    .where(Turn.conversation_id == bindparam("b_conversation_id"))
+    .where(Turn.status != TurnStatus.RUNNING.value)
+    .where(Turn.finished_at <= bindparam("b_started_at"))
+    .order_by(Turn.started_at.desc(), Turn.id.desc())
+    .limit(CONTEXT_TURN_WINDOW)
+)
+_CONTEXT_MESSAGES = (
+    select(Message.id, Message.turn_id, Message.role, Message.content)
+    .where(Message.turn_id.in_(bindparam("b_turn_ids", expanding=True)))
+    .order_by(Message.turn_id, Message.seq)
+)
+_CONTEXT_TOOL_CALLS = (
+    select(
+        ToolCall.message_id,
+        ToolCall.call_id,
+        ToolCall.name,
+        ToolCall.arguments_json,
+        ToolCall.result_text,
+        ToolCall.status,
+    )
+    .join(Message, Message.id == ToolCall.message_id)
+    .where(Message.turn_id.in_(bindparam("b_turn_ids", expanding=True)))
+    .order_by(ToolCall.message_id, ToolCall.seq)
+)
 
 
 class ConversationNotFoundError(NotFoundError):
@@ -226,8 +273,7 @@ class ConversationStore:
             "status": outcome.status.value,
             "duration_ms": outcome.duration_ms,
         }
-        statement = update(ToolCall).where(ToolCall.id == call.id).values(values)
-        await self.database.write(lambda connection: connection.execute(statement))
+        await self.database.write(lambda connection: connection.execute(_UPDATE_TOOL_CALL, {"b_id": call.id, **values}))
         for name, value in values.items():
             setattr(call, name, value)
 
@@ -244,20 +290,18 @@ class ConversationStore:
         Tool calls still running are cancelled, in the database and in `tool_calls` (the caller's copies)."""
         finished_at = utcnow()
 
+        # A completed turn's tool calls have all finished (the loop waits for them); any other end may leave some.
+        is_any_running = status is not TurnStatus.COMPLETED or any(
+            call.status == ToolCallStatus.RUNNING.value for call in tool_calls
+        )
+
         def write(connection: Connection) -> None:
             if answer is not None:
                 _insert(connection, answer)
-            connection.execute(
-                update(Turn)
-                .where(Turn.id == turn.id)
-                .values(status=status.value, tokens=tokens, finished_at=finished_at)
-            )
-            connection.execute(
-                update(ToolCall)
-                .where(ToolCall.status == ToolCallStatus.RUNNING.value)
-                .where(ToolCall.message_id.in_(select(Message.id).where(Message.turn_id == turn.id)))
-                .values(status=ToolCallStatus.CANCELLED.value, is_error=True, result_text=CANCELLED_TOOL_CALL_TEXT)
-            )
+            values = {"b_id": turn.id, "status": status.value, "tokens": tokens, "finished_at": finished_at}
+            connection.execute(_UPDATE_TURN, values)
+            if is_any_running:
+                connection.execute(_CANCEL_RUNNING_TOOL_CALLS, {"b_turn_id": turn.id})
 
         await self.database.write(write)
         turn.status, turn.tokens, turn.finished_at = status.value, tokens, finished_at
@@ -329,13 +373,7 @@ def assistant_message(turn: Turn, message_id: str, seq: int, content: str, statu
 
 
 def _newest_legacy(connection: Connection) -> Conversation | None:
-    query = (
-        select(*Conversation.__table__.columns)
-        .where(Conversation.kind == ConversationKind.LEGACY.value)
-        .order_by(Conversation.created_at.desc(), Conversation.id.desc())
-        .limit(1)
-    )
-    row = connection.execute(query).first()
+    row = connection.execute(_NEWEST_LEGACY).first()
     return Conversation(**row._asdict()) if row is not None else None
 
 
@@ -373,31 +411,23 @@ def _new_turn(conversation_id: str, content: str) -> tuple[Turn, Message]:
 
 
 def _insert_turn(connection: Connection, turn: Turn, message: Message) -> None:
-    touched = connection.execute(
-        update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=turn.started_at)
-    )
+    touched = connection.execute(_TOUCH_CONVERSATION, {"b_id": turn.conversation_id, "updated_at": turn.started_at})
     if not touched.rowcount:
         raise _not_found(turn.conversation_id)
     _insert(connection, turn, message)
 
 
 def _context_window(connection: Connection, turn: Turn, max_tokens: int, known: Container[str]) -> ContextWindow:
-    budget_query = (
-        select(Turn.id, Turn.tokens)
-        .where(Turn.conversation_id == turn.conversation_id)
-        .where(Turn.status != TurnStatus.RUNNING.value)
-        .where(Turn.finished_at <= turn.started_at)
-        .order_by(Turn.started_at.desc(), Turn.id.desc())
-        .limit(CONTEXT_TURN_WINDOW)
-    )
+    rows = connection.execute(
+        _CONTEXT_BUDGET, {"b_conversation_id": turn.conversation_id, "b_started_at": turn.started_at}
+    ).all()
     chosen: list[str] = []
     used = 0
-    with connection.execute(budget_query) as rows:
-        for turn_id, tokens in rows:
-            if used + tokens > max_tokens:
-                break
-            used += tokens
-            chosen.append(turn_id)
+    for turn_id, tokens in rows:
+        if used + tokens > max_tokens:
+            break
+        used += tokens
+        chosen.append(turn_id)
     chosen.reverse()
     missing = [turn_id for turn_id in chosen if turn_id not in known]
     return ContextWindow(chosen, _read_context_turns(connection, missing) if missing else {})
@@ -421,28 +451,12 @@ def _insert(connection: Connection, *rows: Base) -> None:
         table = row.__table__
         by_table.setdefault(table, []).append({column.key: getattr(row, column.key) for column in table.columns})
     for table, values in by_table.items():
-        connection.execute(insert(table), values)
+        connection.execute(_INSERT[table], values[0] if len(values) == 1 else values)
 
 
 def _read_context_turns(connection: Connection, turn_ids: list[str]) -> dict[str, ContextTurn]:
-    message_rows = connection.execute(
-        select(Message.id, Message.turn_id, Message.role, Message.content)
-        .where(Message.turn_id.in_(turn_ids))
-        .order_by(Message.turn_id, Message.seq)
-    )
-    call_rows = connection.execute(
-        select(
-            ToolCall.message_id,
-            ToolCall.call_id,
-            ToolCall.name,
-            ToolCall.arguments_json,
-            ToolCall.result_text,
-            ToolCall.status,
-        )
-        .join(Message, Message.id == ToolCall.message_id)
-        .where(Message.turn_id.in_(turn_ids))
-        .order_by(ToolCall.message_id, ToolCall.seq)
-    )
+    message_rows = connection.execute(_CONTEXT_MESSAGES, {"b_turn_ids": turn_ids})
+    call_rows = connection.execute(_CONTEXT_TOOL_CALLS, {"b_turn_ids": turn_ids})
     calls: dict[str, list[ContextToolCall]] = {}
     for message_id, call_id, name, arguments_json, result_text, status in call_rows.all():
         calls.setdefault(message_id, []).append(ContextToolCall(call_id, name, arguments_json, result_text, status))

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from backend.db.database import Database, open_database
 from backend.db.migrate import current_revision, upgrade
-from backend.db.models import TurnStatus
+from backend.db.models import Base, TurnStatus
 from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall
 from tests.support.services import POSTGRES_URL_VAR, service_url
 
@@ -43,9 +45,17 @@ async def store(database: Database) -> ConversationStore:
 async def test_migrations_create_every_table_and_rerun_as_a_no_op(database: Database) -> None:
     await upgrade(database)
     await upgrade(database)
-    assert await current_revision(database) == "0001"
+    assert await current_revision(database) == "0002"
     names = await database.read(lambda connection: set(inspect(connection).get_table_names()))
     assert names >= TABLES | {"alembic_version"}
+
+
+async def test_migrations_leave_exactly_the_schema_the_models_describe(database: Database) -> None:
+    await upgrade(database)
+    differences = await database.read(
+        lambda connection: compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    )
+    assert differences == []
 
 
 async def test_context_holds_only_turns_finished_before_the_turn_began(store: ConversationStore) -> None:
