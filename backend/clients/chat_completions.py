@@ -10,6 +10,7 @@ Transport and status failures become `ModelConnectionError` and `ModelStatusErro
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,12 +45,12 @@ class ChatCompletionsClient:
     def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
         self._url = URL(base_url.rstrip("/") + "/chat/completions")
         # A model may stream for longer than any fixed total; the bound is on each wait for bytes, as it is for
-        # the OpenAI SDK. trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they do for other HTTP clients.
+        # the OpenAI SDK.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
             timeout=timeout,
-            trust_env=True,
+            proxy=proxy_for(self._url),
         )
 
     async def aclose(self) -> None:
@@ -119,6 +120,16 @@ class ModelStream:
                 yield json.loads(payload)
             except ValueError as exc:
                 raise ModelProtocolError(f"a stream event is not JSON: {payload[:200]!r}") from exc
+
+
+def proxy_for(url: URL) -> str | None:
+    """The HTTP(S)_PROXY that applies to `url` unless NO_PROXY exempts its host, as other HTTP clients read them.
+
+    Read once: aiohttp's own `trust_env` reads them (and ~/.netrc) again on a worker thread for every request."""
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy is None or urllib.request.proxy_bypass(url.host or ""):
+        return None
+    return proxy
 
 
 async def _read(response: aiohttp.ClientResponse) -> bytes:

@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from yarl import URL
 
 from backend.clients.chat_completions import (
     ChatCompletionsClient,
     ModelConnectionError,
     ModelProtocolError,
     ModelStatusError,
+    proxy_for,
 )
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.waiting import wait_until
@@ -123,3 +125,29 @@ async def test_closing_a_stream_early_disconnects_from_the_server(
         break
     stream.close()
     await wait_until(lambda: fake_llm.disconnects == 1)
+
+
+def test_the_proxy_comes_from_the_environment_unless_no_proxy_exempts_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,.corp.example")
+    assert proxy_for(URL("https://api.openai.com/v1/chat/completions")) == "http://proxy.internal:3128"
+    assert proxy_for(URL("https://llm.corp.example/v1/chat/completions")) is None
+    assert proxy_for(URL("http://127.0.0.1:11434/v1/chat/completions")) is None  # no HTTP_PROXY either
+
+
+async def test_requests_go_through_the_environments_proxy_when_one_is_set(
+    fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake answers absolute-form requests too, so it can stand in for the proxy of a host that does not exist.
+    monkeypatch.setenv("HTTP_PROXY", fake_llm.base_url.removesuffix("/v1"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = ChatCompletionsClient("http://model.invalid/v1", api_key="test", timeout_s=5)
+    fake_llm.script(Reply.say("via the proxy"))
+    try:
+        answer = await client.complete(BODY)
+    finally:
+        await client.aclose()
+    assert answer["choices"][0]["message"]["content"] == "via the proxy"
