@@ -399,9 +399,10 @@ class ServerConnection:
             UpstreamError: the server answered with a protocol error.
         """
         client = self._ready_client()
+        forward = None
+        if on_progress is not None:  # without a callback no progress token is sent, so the server sends none
 
-        async def forward(progress: float, total: float | None, message: str | None) -> None:
-            if on_progress is not None:
+            async def forward(progress: float, total: float | None, message: str | None) -> None:
                 await on_progress(Progress(progress=progress, total=total, message=message))
 
         started_s = time.perf_counter()

@@ -346,15 +346,19 @@ class ChatService:
         state.streaming_id, state.seq = None, state.seq + 1
         state.tokens += self._tokens.message(completion.text, *(c.name + c.arguments_json for c in calls))
         await emit(TurnEvent("message.completed", {"message_id": message_id, "content": completion.text}))
-        results: list[ToolResultMessage | None] = [None] * len(calls)
+        watch = emit if state.is_streamed else None
+        if len(calls) == 1:
+            done = [await self._run_tool_call(calls[0], stored.tool_calls[0], message_id, watch)]
+        else:
+            results: list[ToolResultMessage | None] = [None] * len(calls)
 
-        async def run(index: int, call: NewToolCall, row: ToolCall) -> None:
-            results[index] = await self._run_tool_call(call, row, message_id, emit)
+            async def run(index: int, call: NewToolCall, row: ToolCall) -> None:
+                results[index] = await self._run_tool_call(call, row, message_id, watch)
 
-        async with anyio.create_task_group() as tg:  # the model asked for them together: run them together
-            for index, (call, row) in enumerate(zip(calls, stored.tool_calls, strict=True)):
-                tg.start_soon(run, index, call, row)
-        done = [result for result in results if result is not None]
+            async with anyio.create_task_group() as tg:  # the model asked for them together: run them together
+                for index, (call, row) in enumerate(zip(calls, stored.tool_calls, strict=True)):
+                    tg.start_soon(run, index, call, row)
+            done = [result for result in results if result is not None]
         state.tokens += sum(self._tokens.message(result.content) for result in done)
         return done
 
@@ -364,7 +368,14 @@ class ChatService:
         except AppError:
             return None
 
-    async def _run_tool_call(self, call: NewToolCall, row: ToolCall, message_id: str, emit: Emit) -> ToolResultMessage:
+    async def _run_tool_call(
+        self, call: NewToolCall, row: ToolCall, message_id: str, emit: Emit | None
+    ) -> ToolResultMessage:
+        """Run one tool call and store its result; `emit` (None: nobody watches) hears its start, progress, end."""
+        if emit is None:
+            outcome = await self._execute(call, None)
+            await self._store.finish_tool_call(row, outcome)
+            return ToolResultMessage(tool_call_id=call.call_id, content=outcome.result_text)
         await emit(
             TurnEvent(
                 "tool_call.started",
@@ -401,7 +412,9 @@ class ChatService:
         )
         return ToolResultMessage(tool_call_id=call.call_id, content=outcome.result_text)
 
-    async def _execute(self, call: NewToolCall, on_progress: Callable[[Progress], Awaitable[None]]) -> ToolCallOutcome:
+    async def _execute(
+        self, call: NewToolCall, on_progress: Callable[[Progress], Awaitable[None]] | None
+    ) -> ToolCallOutcome:
         """Run one tool call; every failure becomes an error result the model can read and act on."""
         limit = self._settings.tool_result_max_bytes
         started_s = time.perf_counter()
