@@ -129,6 +129,23 @@ class ContextTurn:
     messages: list[ContextMessage]
 
 
+def context_turn(messages: Sequence[Message]) -> ContextTurn:
+    """Stored messages (tool calls loaded) as the context rows `context_turns` would read back for them."""
+    return ContextTurn(
+        messages=[
+            ContextMessage(
+                message.role,
+                message.content,
+                [
+                    ContextToolCall(call.call_id, call.name, call.arguments_json, call.result_text, call.status)
+                    for call in message.tool_calls
+                ],
+            )
+            for message in messages
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class ContextWindow:
     turn_ids: list[str]  # the turns that fit, oldest first

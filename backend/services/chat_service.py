@@ -31,6 +31,7 @@ from backend.db.repositories import (
     NewToolCall,
     ToolCallOutcome,
     assistant_message,
+    context_turn,
 )
 from backend.errors import AppError, PayloadTooLargeError
 from backend.mcp.models import Progress, ToolInfo
@@ -136,6 +137,7 @@ class _TurnState:
     streaming_text: list[str] = field(default_factory=list)
     final_message: Message | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)  # as stored, results included
+    tool_call_messages: list[Message] = field(default_factory=list)  # as stored, their tool calls included
     settled_as: TurnStatus | None = None  # set once the turn's end is stored
 
 
@@ -327,6 +329,9 @@ class ChatService:
             await self._store.finish_turn(state.turn, TurnStatus.COMPLETED, state.tokens, message, state.tool_calls)
         state.streaming_id, state.seq, state.final_message = None, state.seq + 1, message
         state.settled_as = TurnStatus.COMPLETED
+        # Rendered now from what was just stored, as it would be read back: the next turn need not read it.
+        stored = context_turn([state.user_message, *state.tool_call_messages, message])
+        self._rendered.put(state.turn.id, tuple(history_messages([stored])))
         await emit(TurnEvent("message.completed", {"message_id": message.id, "content": text}))
 
     async def _run_tool_calls(self, state: _TurnState, completion: Completion, emit: Emit) -> list[ToolResultMessage]:
@@ -342,6 +347,7 @@ class ChatService:
             for request in completion.tool_calls
         ]
         stored = await self._store.add_assistant_message(state.turn, message_id, state.seq, completion.text, calls)
+        state.tool_call_messages.append(stored)
         state.tool_calls.extend(stored.tool_calls)
         state.streaming_id, state.seq = None, state.seq + 1
         state.tokens += self._tokens.message(completion.text, *(c.name + c.arguments_json for c in calls))

@@ -29,6 +29,24 @@ async def test_chat_runs_a_tool_round_trip_when_the_model_calls_the_calculator(
     assert tool_message == {"role": "tool", "tool_call_id": call["id"], "content": "2 + 3 = 5"}
 
 
+async def test_the_next_turn_replays_a_failed_tool_turn_exactly_as_it_was_stored(
+    chat_app: RunningApp, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.script(
+        Reply.call(("calculator__add", '{"a": 2,'), ("calculator__divide", {"a": 1, "b": 0})),
+        Reply.say("Both failed."),
+        Reply.say("ok"),
+    )
+    await chat_app.http.post("/api/chat", json={"message": "broken calls"})
+    await chat_app.http.post("/api/chat", json={"message": "next"})
+    stored = (await chat_app.http.get("/api/history")).json()["history"]
+    # The second turn's context came from the service's memory of the first; the stored history is read
+    # from the database. They are the same messages.
+    assert fake_llm.requests[-1]["messages"][:-1] == stored[:5]
+    assert [m["role"] for m in stored[:5]] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert all(m["content"].startswith("[tool error]") for m in stored[2:4])
+
+
 async def test_chat_answers_with_empty_tool_calls_when_no_tool_is_used(
     chat_app: RunningApp, fake_llm: FakeOpenAI
 ) -> None:
