@@ -6,9 +6,9 @@ a chat turn's writes are a few hundred microseconds of work each, and handing ea
 than the work (under 8 concurrent turns, writers queued on the lock while waiting for the GIL: 100 turns/s
 threaded, 130 inline, `python -m bench.drive`). So that the loop never waits on a lock or a disk flush, that
 connection does not wait for another process's write lock (a busy database sends the transaction to a worker
-thread that does wait), and it never checkpoints the WAL: every CHECKPOINT_EVERY_COMMITS commits a worker thread
-does. Reads use pooled connections on worker threads and never wait for the writer (WAL). Any other URL,
-PostgreSQL included, runs the same functions on the async driver through `run_sync`.
+thread that does wait), and it never checkpoints the WAL: every CHECKPOINT_EVERY_COMMITS commits a thread of
+its own does, while requests go on. Reads use pooled connections on worker threads and never wait for the
+writer (WAL). Any other URL, PostgreSQL included, runs the same functions on the async driver through `run_sync`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class SqliteDatabase:
         self._waiting_threads = anyio.CapacityLimiter(SQLITE_WAITING_WRITERS)
         self._read_threads = anyio.CapacityLimiter(SQLITE_READERS)
         self._commits = 0
-        self._checkpoint_lock = anyio.Lock()
+        self._checkpointer = threading.Thread()  # never started: not alive
 
     async def write(self, transaction: Transaction[T]) -> T:
         try:
@@ -101,10 +101,11 @@ class SqliteDatabase:
             # Another process holds the write lock (BEGIN IMMEDIATE failed, so nothing ran): wait on a thread.
             return await anyio.to_thread.run_sync(self._write_waiting, transaction, limiter=self._waiting_threads)
         self._commits += 1
-        if self._commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpoint_lock.locked():
-            async with self._checkpoint_lock:
-                self._commits = 0
-                await anyio.to_thread.run_sync(self._checkpoint, limiter=self._read_threads)
+        if self._commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointer.is_alive():
+            self._commits = 0
+            # A thread of its own, so that no request waits for it; at most one at a time.
+            self._checkpointer = threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
         return result
 
     def _write_on_loop(self, transaction: Transaction[T]) -> T:
@@ -150,6 +151,8 @@ class SqliteDatabase:
             self._writer.close()
 
         def close() -> None:
+            if self._checkpointer.is_alive():
+                self._checkpointer.join()
             with self._waiting_lock:
                 if self._waiting_writer is not None:
                     self._waiting_writer.close()

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from backend.db.database import CHECKPOINT_EVERY_COMMITS, SqliteDatabase
+from tests.support.waiting import wait_until
 
 PAGE_BYTES = 4096
 
@@ -85,6 +86,6 @@ async def test_the_wal_is_checkpointed_into_the_database_file_while_the_app_writ
     blob = b"x" * PAGE_BYTES
     for _ in range(CHECKPOINT_EVERY_COMMITS):
         await database.write(_insert(blob))
-    # The writer never checkpoints and nothing has closed, so only the checkpoint thread can have moved the
-    # pages into the database file itself.
-    assert (await anyio.Path(path).stat()).st_size > CHECKPOINT_EVERY_COMMITS * PAGE_BYTES
+    # The writer never checkpoints and nothing has closed, so only the checkpoint thread can move the pages
+    # into the database file itself (while the writes go on: it is waited for here, not by them).
+    await wait_until(lambda: path.stat().st_size > CHECKPOINT_EVERY_COMMITS * PAGE_BYTES)
