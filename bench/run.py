@@ -108,14 +108,64 @@ async def timed(samples: Samples, call: Callable[[], Awaitable[bool]]) -> None:
         samples.failures += 1
 
 
-async def sequential(n: int, call: Callable[[], Awaitable[bool]]) -> Samples:
+Call = Callable[[], Awaitable[bool]]
+
+# This VM's speed drifts by up to 1.7x from one minute to the next (the floor alone: 180 to 320 turns/s), so hosts
+# compared in one run take turns in short blocks: a slow minute slows each of them alike.
+BLOCK_CALLS = 25
+CONCURRENCY_SLICES = 6
+
+
+async def sequential(n: int, call: Call) -> Samples:
     samples = Samples()
     for _ in range(n):
         await timed(samples, call)
     return samples
 
 
-async def concurrent(clients: int, seconds: float, call: Callable[[], Awaitable[bool]]) -> dict[str, float]:
+async def interleaved(
+    n: int, calls: dict[str, Call], trees: dict[str, Tree] | None = None
+) -> tuple[dict[str, Samples], dict[str, float]]:
+    """`n` sequential calls of each of `calls`, taking turns BLOCK_CALLS at a time; and the CPU seconds each
+    call's process tree (in `trees`, by the same name) spent during its own blocks."""
+    samples = {name: Samples() for name in calls}
+    cpu_s = dict.fromkeys(calls, 0.0)
+    done = 0
+    while done < n:
+        size = min(BLOCK_CALLS, n - done)
+        for name, call in calls.items():
+            tree = (trees or {}).get(name)
+            before = tree.cpu_s() if tree is not None else 0.0
+            for _ in range(size):
+                await timed(samples[name], call)
+            if tree is not None:
+                cpu_s[name] += tree.cpu_s() - before
+        done += size
+    return samples, cpu_s
+
+
+async def concurrent(clients: int, seconds: float, call: Call) -> dict[str, float]:
+    samples, elapsed_s = await _concurrent_samples(clients, seconds, call)
+    return {**samples.summary(), "throughput_per_s": round(len(samples.latencies_ms) / elapsed_s, 1)}
+
+
+async def interleaved_concurrent(clients: int, seconds: float, calls: dict[str, Call]) -> dict[str, dict[str, float]]:
+    """`clients` concurrent callers of each of `calls` for `seconds` in all, taking turns CONCURRENCY_SLICES times."""
+    merged = {name: (Samples(), [0.0]) for name in calls}
+    for _ in range(CONCURRENCY_SLICES):
+        for name, call in calls.items():
+            samples, elapsed_s = await _concurrent_samples(clients, seconds / CONCURRENCY_SLICES, call)
+            total, elapsed = merged[name]
+            total.latencies_ms += samples.latencies_ms
+            total.failures += samples.failures
+            elapsed[0] += elapsed_s
+    return {
+        name: {**total.summary(), "throughput_per_s": round(len(total.latencies_ms) / elapsed[0], 1)}
+        for name, (total, elapsed) in merged.items()
+    }
+
+
+async def _concurrent_samples(clients: int, seconds: float, call: Call) -> tuple[Samples, float]:
     samples = Samples()
     deadline = time.perf_counter() + seconds
 
@@ -127,8 +177,7 @@ async def concurrent(clients: int, seconds: float, call: Callable[[], Awaitable[
     async with anyio.create_task_group() as tg:
         for _ in range(clients):
             tg.start_soon(worker)
-    elapsed = time.perf_counter() - started
-    return {**samples.summary(), "throughput_per_s": round(len(samples.latencies_ms) / elapsed, 1)}
+    return samples, time.perf_counter() - started
 
 
 _numbers = itertools.count(10)
@@ -257,44 +306,52 @@ async def measure(
             result = await client.call_tool("add", {"a": 2, "b": 3})
             return bool(result.structured_content == {"result": 5})
 
-        out["tool_call"] = {
-            "mcpchat": (await sequential(n, mc_tool)).summary(),
-            "floor": (await sequential(n, fl_tool)).summary(),
-            "direct_sdk": (await sequential(n, direct)).summary(),
-        }
+        tool_calls, _ = await interleaved(n, {"mcpchat": mc_tool, "floor": fl_tool, "direct_sdk": direct})
+        out["tool_call"] = {name: samples.summary() for name, samples in tool_calls.items()}
 
     async def listing(http: httpx.AsyncClient, path: str) -> bool:
         return (await http.get(path)).status_code == 200
 
-    out["list_tools"] = {
-        "mcpchat_v1": (await sequential(n, lambda: listing(mc, "/v1/tools"))).summary(),
-        "mcpchat_api": (await sequential(n, lambda: listing(mc, "/api/tools"))).summary(),
-        "floor": (await sequential(n, lambda: listing(fl, "/api/tools"))).summary(),
-    }
+    listings, _ = await interleaved(
+        n,
+        {
+            "mcpchat_v1": lambda: listing(mc, "/v1/tools"),
+            "mcpchat_api": lambda: listing(mc, "/api/tools"),
+            "floor": lambda: listing(fl, "/api/tools"),
+        },
+    )
+    out["list_tools"] = {name: samples.summary() for name, samples in listings.items()}
     turns = args.turns
-    cpu = {}
-    chat_seq = {}
-    for name, http in (("mcpchat", mc), ("floor", fl)):
-        before = trees[name].cpu_s()
-        chat_seq[name] = (await sequential(turns, chat_call(http))).summary()
-        cpu[name] = round((trees[name].cpu_s() - before) / turns * 1000, 3)
-    out["chat_turn"] = chat_seq
-    out["cpu_ms_per_turn"] = cpu
     conversation = (await mc.post("/v1/conversations", json={})).json()["id"]
-    out["v1_turn"] = (await sequential(turns, lambda: v1_turn(mc, conversation))).summary()
-    firsts = [await sse_first_delta_ms(mc, conversation) for _ in range(max(turns // 2, 1))]
-    good = sorted(f for f in firsts if f is not None)
-    out["sse_first_delta_ms"] = {
-        "p50_ms": round(good[len(good) // 2], 3),
-        "p95_ms": round(good[int(len(good) * 0.95)], 3),
-        "failures": len(firsts) - len(good),
-    }
+    first_deltas = Samples()
+
+    async def sse_turn() -> bool:
+        first_ms = await sse_first_delta_ms(mc, conversation)
+        if first_ms is None:
+            first_deltas.failures += 1
+            return False
+        first_deltas.latencies_ms.append(first_ms)
+        return True
+
+    chat, cpu_s = await interleaved(
+        turns,
+        {
+            "mcpchat": chat_call(mc),
+            "floor": chat_call(fl),
+            "v1": lambda: v1_turn(mc, conversation),
+            "sse": sse_turn,
+        },
+        trees,
+    )
+    out["chat_turn"] = {"mcpchat": chat["mcpchat"].summary(), "floor": chat["floor"].summary()}
+    out["cpu_ms_per_turn"] = {name: round(cpu_s[name] / turns * 1000, 3) for name in ("mcpchat", "floor")}
+    out["v1_turn"] = chat["v1"].summary()
+    out["sse_first_delta_ms"] = first_deltas.summary()
     out["concurrency"] = {}
     for clients in (8, 32):
-        out["concurrency"][clients] = {
-            "mcpchat": await concurrent(clients, args.seconds, chat_call(mc)),
-            "floor": await concurrent(clients, args.seconds, chat_call(fl)),
-        }
+        out["concurrency"][clients] = await interleaved_concurrent(
+            clients, args.seconds, {"mcpchat": chat_call(mc), "floor": chat_call(fl)}
+        )
     soak: list[float] = []
     done = 0
     while done < args.soak:
