@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from backend.api.schemas import ConversationDetail, ConversationOut, MessageOut, ToolCallOut
 from backend.db.models import Conversation, Message, ToolCall, Turn
+from backend.db.records import MessageRecord, ToolCallRecord
 from backend.services import tool_arguments
 
 
-def tool_call_out(call: ToolCall) -> ToolCallOut:
+def tool_call_out(call: ToolCall | ToolCallRecord) -> ToolCallOut:
     return ToolCallOut(
         id=call.id,
         name=call.name,
@@ -21,7 +22,7 @@ def tool_call_out(call: ToolCall) -> ToolCallOut:
     )
 
 
-def message_out(message: Message) -> MessageOut:
+def message_out(message: Message | MessageRecord) -> MessageOut:
     return MessageOut(
         id=message.id,
         role=message.role,

@@ -3,7 +3,8 @@
 Each method is one short transaction (a function of a `Connection`, run by `backend.db.database`), so
 concurrent turns and SQLite's single writer never wait on a model call or a tool call. The chat path writes
 with Core statements, not the ORM's unit of work: a turn makes four writes (the first also picks its context),
-and the ORM's bookkeeping cost more than SQLite itself. Rows come back as (detached) model instances all the same.
+and the ORM's bookkeeping cost more than SQLite itself. Its rows are plain records (`backend.db.records`); reads
+for the API return (detached) model instances.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from backend.db.models import (
     new_id,
     utcnow,
 )
+from backend.db.records import MessageRecord, Record, ToolCallRecord, TurnRecord
 from backend.errors import BadRequestError, NotFoundError
 
 # Context building looks at no more than this many of the newest finished turns, however long the
@@ -129,7 +131,7 @@ class ContextTurn:
     messages: list[ContextMessage]
 
 
-def context_turn(messages: Sequence[Message]) -> ContextTurn:
+def context_turn(messages: Sequence[Message | MessageRecord]) -> ContextTurn:
     """Stored messages (tool calls loaded) as the context rows `context_turns` would read back for them."""
     return ContextTurn(
         messages=[
@@ -226,7 +228,7 @@ class ConversationStore:
 
     # -- turns -----------------------------------------------------------------------------------
 
-    async def start_turn(self, conversation_id: str, content: str) -> tuple[Turn, Message]:
+    async def start_turn(self, conversation_id: str, content: str) -> tuple[TurnRecord, MessageRecord]:
         """Store the user's message (before any model call) in a new running turn."""
         turn, message = _new_turn(conversation_id, content)
         await self.database.write(lambda connection: _insert_turn(connection, turn, message))
@@ -234,12 +236,12 @@ class ConversationStore:
 
     async def start_turn_with_context(
         self, conversation_id: str | None, content: str, max_tokens: int, known: Container[str] = ()
-    ) -> tuple[Turn, Message, ContextWindow]:
+    ) -> tuple[TurnRecord, MessageRecord, ContextWindow]:
         """`start_turn` and `context_turns` in one transaction: the context is exactly what had finished.
 
         `conversation_id` None: the legacy conversation (see `legacy`), found or created in that transaction."""
 
-        def write(connection: Connection) -> tuple[Turn, Message, ContextWindow]:
+        def write(connection: Connection) -> tuple[TurnRecord, MessageRecord, ContextWindow]:
             target = conversation_id
             if target is None:
                 target = (_newest_legacy(connection) or _create_legacy(connection)).id
@@ -251,16 +253,16 @@ class ConversationStore:
 
     async def add_assistant_message(
         self,
-        turn: Turn,
+        turn: TurnRecord,
         message_id: str,
         seq: int,
         content: str,
         tool_calls: Sequence[NewToolCall] = (),
-    ) -> Message:
+    ) -> MessageRecord:
         """Store an assistant message and the tool calls it asks for (running, until each is finished)."""
         message = assistant_message(turn, message_id, seq, content)
         message.tool_calls = [
-            ToolCall(
+            ToolCallRecord(
                 id=call.id,
                 message_id=message_id,
                 conversation_id=turn.conversation_id,
@@ -269,11 +271,7 @@ class ConversationStore:
                 name=call.name,
                 server=call.server,
                 arguments_json=call.arguments_json,
-                result=None,
-                result_text=None,
-                is_error=False,
                 status=ToolCallStatus.RUNNING.value,
-                duration_ms=None,
                 created_at=message.created_at,
             )
             for index, call in enumerate(tool_calls)
@@ -281,7 +279,7 @@ class ConversationStore:
         await self.database.write(lambda connection: _insert(connection, message, *message.tool_calls))
         return message
 
-    async def finish_tool_call(self, call: ToolCall, outcome: ToolCallOutcome) -> None:
+    async def finish_tool_call(self, call: ToolCallRecord, outcome: ToolCallOutcome) -> None:
         """Store a tool call's result; `call` (as `add_assistant_message` returned it) is updated to match."""
         values = {
             "result": outcome.result,
@@ -296,11 +294,11 @@ class ConversationStore:
 
     async def finish_turn(
         self,
-        turn: Turn,
+        turn: TurnRecord,
         status: TurnStatus,
         tokens: int,
-        answer: Message | None = None,
-        tool_calls: Sequence[ToolCall] = (),
+        answer: MessageRecord | None = None,
+        tool_calls: Sequence[ToolCallRecord] = (),
     ) -> None:
         """End the turn, storing its last assistant message (`answer`) in the same transaction.
 
@@ -354,7 +352,7 @@ class ConversationStore:
 
     # -- reading history -------------------------------------------------------------------------
 
-    async def context_turns(self, turn: Turn, max_tokens: int, known: Container[str] = ()) -> ContextWindow:
+    async def context_turns(self, turn: TurnRecord, max_tokens: int, known: Container[str] = ()) -> ContextWindow:
         """The newest turns that had finished when `turn` began and fit in `max_tokens`, oldest first.
 
         One indexed query picks the turns (ids and token counts only); the messages are read, as plain rows,
@@ -374,9 +372,11 @@ class ConversationStore:
         return await self.database.read(read)
 
 
-def assistant_message(turn: Turn, message_id: str, seq: int, content: str, status: str = "completed") -> Message:
+def assistant_message(
+    turn: TurnRecord, message_id: str, seq: int, content: str, status: str = "completed"
+) -> MessageRecord:
     """An assistant message of `turn`, not stored yet (see `finish_turn`)."""
-    return Message(
+    return MessageRecord(
         id=message_id,
         conversation_id=turn.conversation_id,
         turn_id=turn.id,
@@ -385,7 +385,6 @@ def assistant_message(turn: Turn, message_id: str, seq: int, content: str, statu
         content=content,
         status=status,
         created_at=utcnow(),
-        tool_calls=[],
     )
 
 
@@ -403,17 +402,12 @@ def _create_legacy(connection: Connection) -> Conversation:
     return conversation
 
 
-def _new_turn(conversation_id: str, content: str) -> tuple[Turn, Message]:
+def _new_turn(conversation_id: str, content: str) -> tuple[TurnRecord, MessageRecord]:
     now = utcnow()
-    turn = Turn(
-        id=new_id(),
-        conversation_id=conversation_id,
-        status=TurnStatus.RUNNING.value,
-        tokens=0,
-        started_at=now,
-        finished_at=None,
+    turn = TurnRecord(
+        id=new_id(), conversation_id=conversation_id, status=TurnStatus.RUNNING.value, tokens=0, started_at=now
     )
-    message = Message(
+    message = MessageRecord(
         id=new_id(),
         conversation_id=conversation_id,
         turn_id=turn.id,
@@ -422,19 +416,18 @@ def _new_turn(conversation_id: str, content: str) -> tuple[Turn, Message]:
         content=content,
         status="completed",
         created_at=now,
-        tool_calls=[],
     )
     return turn, message
 
 
-def _insert_turn(connection: Connection, turn: Turn, message: Message) -> None:
+def _insert_turn(connection: Connection, turn: TurnRecord, message: MessageRecord) -> None:
     touched = connection.execute(_TOUCH_CONVERSATION, {"b_id": turn.conversation_id, "updated_at": turn.started_at})
     if not touched.rowcount:
         raise _not_found(turn.conversation_id)
     _insert(connection, turn, message)
 
 
-def _context_window(connection: Connection, turn: Turn, max_tokens: int, known: Container[str]) -> ContextWindow:
+def _context_window(connection: Connection, turn: TurnRecord, max_tokens: int, known: Container[str]) -> ContextWindow:
     rows = connection.execute(
         _CONTEXT_BUDGET, {"b_conversation_id": turn.conversation_id, "b_started_at": turn.started_at}
     ).all()
@@ -461,8 +454,8 @@ def _get(session: Session, conversation_id: str) -> Conversation:
     return conversation
 
 
-def _insert(connection: Connection, *rows: Base) -> None:
-    """INSERT model instances as Core statements, one per table in the order given (parents first)."""
+def _insert(connection: Connection, *rows: Base | Record) -> None:
+    """INSERT model instances or records as Core statements, one per table in the order given (parents first)."""
     by_table: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         table = row.__table__

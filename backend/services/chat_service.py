@@ -22,7 +22,8 @@ import structlog
 from anyio import CancelScope
 
 from backend.config import Settings
-from backend.db.models import Message, ToolCall, ToolCallStatus, Turn, TurnStatus, new_id
+from backend.db.models import ToolCall, ToolCallStatus, Turn, TurnStatus, new_id
+from backend.db.records import MessageRecord, ToolCallRecord, TurnRecord
 from backend.db.repositories import (
     ContextToolCall,
     ContextTurn,
@@ -85,11 +86,11 @@ async def _ignore(_event: TurnEvent) -> None:
 
 @dataclass(frozen=True)
 class TurnOutcome:
-    turn: Turn
+    turn: TurnRecord
     status: TurnStatus
-    user_message: Message
-    final_message: Message | None
-    tool_calls: list[ToolCall]
+    user_message: MessageRecord
+    final_message: MessageRecord | None
+    tool_calls: list[ToolCallRecord]
 
 
 class MessageTooLongError(PayloadTooLargeError):
@@ -128,16 +129,16 @@ class RunningTurns:
 
 @dataclass
 class _TurnState:
-    turn: Turn
-    user_message: Message
+    turn: TurnRecord
+    user_message: MessageRecord
     tokens: int
     is_streamed: bool
     seq: int = 1
     streaming_id: str | None = None  # the assistant message being streamed, not stored yet
     streaming_text: list[str] = field(default_factory=list)
-    final_message: Message | None = None
-    tool_calls: list[ToolCall] = field(default_factory=list)  # as stored, results included
-    tool_call_messages: list[Message] = field(default_factory=list)  # as stored, their tool calls included
+    final_message: MessageRecord | None = None
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)  # as stored, results included
+    tool_call_messages: list[MessageRecord] = field(default_factory=list)  # as stored, their tool calls included
     settled_as: TurnStatus | None = None  # set once the turn's end is stored
 
 
@@ -236,7 +237,7 @@ class ChatService:
         """Store what a cancelled or failed turn had produced, and the turn's end (unless the answer did)."""
         if state.settled_as is not None:
             return
-        partial: Message | None = None
+        partial: MessageRecord | None = None
         if state.streaming_id is not None and state.streaming_text:
             text = "".join(state.streaming_text)
             partial = assistant_message(state.turn, state.streaming_id, state.seq, text, status=status.value)
@@ -358,7 +359,7 @@ class ChatService:
         else:
             results: list[ToolResultMessage | None] = [None] * len(calls)
 
-            async def run(index: int, call: NewToolCall, row: ToolCall) -> None:
+            async def run(index: int, call: NewToolCall, row: ToolCallRecord) -> None:
                 results[index] = await self._run_tool_call(call, row, message_id, watch)
 
             async with anyio.create_task_group() as tg:  # the model asked for them together: run them together
@@ -375,7 +376,7 @@ class ChatService:
             return None
 
     async def _run_tool_call(
-        self, call: NewToolCall, row: ToolCall, message_id: str, emit: Emit | None
+        self, call: NewToolCall, row: ToolCallRecord, message_id: str, emit: Emit | None
     ) -> ToolResultMessage:
         """Run one tool call and store its result; `emit` (None: nobody watches) hears its start, progress, end."""
         if emit is None:
@@ -470,7 +471,7 @@ def tool_result_text(call: ToolCall | ContextToolCall) -> str:
     return f"{'[tool error] ' if call.status != ToolCallStatus.COMPLETED else ''}The tool call was {call.status}."
 
 
-def message_payload(message: Message) -> dict[str, Any]:
+def message_payload(message: MessageRecord) -> dict[str, Any]:
     return {
         "id": message.id,
         "role": message.role,
