@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from backend.api.disconnect import cancel_on_disconnect
 from backend.deps import Chat, Store
@@ -53,24 +54,27 @@ async def _message_from(request: Request) -> str:
         }
     },
 )
-async def legacy_chat(request: Request, chat: Chat) -> dict[str, Any]:
+async def legacy_chat(request: Request, chat: Chat) -> JSONResponse:
     """`{"message"}` → `{"response", "tool_calls": [{"name", "args", "result", "id"}]}`."""
     message = await _message_from(request)
     chat.check_ready(message)
     outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(message))
     final = outcome.final_message
-    return {
-        "response": final.content if final is not None else "",
-        "tool_calls": [
-            {
-                "name": call.name,
-                "args": tool_arguments.as_object(call.arguments_json) or {},
-                "result": call.result_text or "",
-                "id": call.call_id,
-            }
-            for call in outcome.tool_calls
-        ],
-    }
+    # Plain JSON built here: the shape is the old app's, and nothing in it needs the response model's checks.
+    return JSONResponse(
+        {
+            "response": final.content if final is not None else "",
+            "tool_calls": [
+                {
+                    "name": call.name,
+                    "args": tool_arguments.as_object(call.arguments_json) or {},
+                    "result": call.result_text or "",
+                    "id": call.call_id,
+                }
+                for call in outcome.tool_calls
+            ],
+        }
+    )
 
 
 @router.get("/history")
