@@ -1,7 +1,8 @@
 """The floor: the smallest host that answers MCP Chat's `POST /api/chat` shape, for benchmarks only.
 
-One persistent MCP SDK session to the calculator (tools listed once), one keep-alive client to the model,
-no database, no validation, no logging: what any host must at least spend on a turn.
+One persistent MCP SDK session to the calculator (tools listed once), one keep-alive aiohttp client that posts
+JSON to the model and decodes its answer (the leanest client measured, the one MCP Chat uses), no database, no
+history, no validation, no logging: what any host must at least spend on a turn.
 `python -m bench.floor --port N --model-url URL`.
 """
 
@@ -14,9 +15,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import uvicorn
 from mcp import Client, StdioServerParameters
-from openai import AsyncOpenAI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -43,28 +44,27 @@ def build(model_url: str) -> Starlette:
                 }
                 for t in tools
             ]
-            state["model"] = AsyncOpenAI(base_url=model_url, api_key="bench", max_retries=0)
-            yield
-            await state["model"].close()
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer bench"}) as model:
+                state["model"] = model
+                yield
 
     async def chat(request: Request) -> JSONResponse:
         message = (await request.json())["message"]
         messages: list[dict[str, Any]] = [{"role": "user", "content": message}]
         calls_out: list[dict[str, Any]] = []
         while True:
-            completion = await state["model"].chat.completions.create(
-                model="gpt-4o-mini", messages=messages, tools=state["tools"]
-            )
-            answer = completion.choices[0].message
-            if not answer.tool_calls:
-                return JSONResponse({"response": answer.content, "tool_calls": calls_out})
-            messages.append(answer.model_dump(exclude_none=True))
-            for call in answer.tool_calls:
-                args = json.loads(call.function.arguments)
-                result = await state["client"].call_tool(call.function.name.removeprefix("calculator__"), args)
+            body = {"model": "gpt-4o-mini", "messages": messages, "tools": state["tools"]}
+            async with state["model"].post(f"{model_url}/chat/completions", json=body) as response:
+                answer = (await response.json())["choices"][0]["message"]
+            if not answer.get("tool_calls"):
+                return JSONResponse({"response": answer["content"], "tool_calls": calls_out})
+            messages.append(answer)
+            for call in answer["tool_calls"]:
+                name, args = call["function"]["name"], json.loads(call["function"]["arguments"])
+                result = await state["client"].call_tool(name.removeprefix("calculator__"), args)
                 text = result.content[0].text
-                calls_out.append({"name": call.function.name, "args": args, "result": text, "id": call.id})
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
+                calls_out.append({"name": name, "args": args, "result": text, "id": call["id"]})
+                messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
 
     async def call_add(request: Request) -> JSONResponse:
         arguments = (await request.json())["arguments"]
