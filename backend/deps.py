@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, Query, Request
@@ -22,10 +22,13 @@ class AppState(TypedDict):
     database: DatabaseService
 
 
-def _from_state(name: str) -> Callable[[Request], Any]:
-    """A dependency that hands a route one of the lifespan's services (typed by the Annotated alias below)."""
+def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency that hands a route one of the lifespan's services (typed by the Annotated alias below).
 
-    def dependency(request: Request) -> Any:
+    A coroutine function, because FastAPI runs a plain function dependency on a worker thread: a thread hop
+    per request, for a getattr."""
+
+    async def dependency(request: Request) -> Any:
         return getattr(request.state, name)
 
     dependency.__name__ = f"state_{name}"
