@@ -197,7 +197,7 @@ class ChatService:
         watch = emit or _ignore
         tokens = self._tokens.message(content)
         turn, user_message, window = await self._store.start_turn_with_context(
-            conversation_id, content, self._context_budget(tokens), known=self._rendered
+            conversation_id, content, self._context_budget(tokens), known=self._rendered.keys()
         )
         conversation_id = turn.conversation_id
         log.info("chat.turn.started", conversation_id=conversation_id, turn_id=turn.id)
@@ -276,15 +276,18 @@ class ChatService:
         budget = self._settings.context_max_tokens - message_tokens - (self._tokens.message(system) if system else 0)
         return max(budget, 0)
 
-    async def _history(self, state: _TurnState, window: ContextWindow) -> list[HistoryTurn]:
-        """The turns in `window` as model messages, oldest first."""
+    async def _history(self, state: _TurnState, window: ContextWindow) -> tuple[HistoryTurn, ...]:
+        """The turns in `window` as model messages, oldest first (a tuple: the same object for every model call
+        of the turn, which a provider may key on)."""
         rendered = self._render(window)
         if rendered is None:  # a concurrent turn pushed one out of the cache since the read: read them all
             budget = self._context_budget(state.tokens)
             rendered = self._render(await self._store.context_turns(state.turn, budget)) or []
-        return rendered
+        return tuple(rendered)
 
     def _render(self, window: ContextWindow) -> list[HistoryTurn] | None:
+        if not window.turns:  # the usual case: every turn is in the cache
+            return self._rendered.get_many(window.turn_ids)
         out: list[HistoryTurn] = []
         for turn_id in window.turn_ids:
             rows = window.turns.get(turn_id)

@@ -98,7 +98,7 @@ class OpenAIProvider:
         parts = [head]
         if call.tools:
             parts += (b',"tools":', self._tools_json(call.tools))
-        messages = [self._history.encode(turn) for turn in call.history]
+        messages = [self._history.encode(call.history)]
         if call.system is not None:
             messages.insert(0, _dumps(to_openai_message(SystemMessage(call.system))))
         messages += (_dumps(to_openai_message(message)) for message in call.messages)
@@ -159,22 +159,34 @@ HISTORY_JSON_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that s
 class _EncodedTurns:
     """Each history turn's messages as JSON (comma-separated, no brackets), by the turn object's identity.
 
-    An entry holds its turn, so the id cannot be reused by another object while the entry lives. Lookups `peek`,
-    so the oldest entry goes first: a lookup per history turn must cost a dict lookup, and an evicted turn that
-    comes again is simply encoded again."""
+    An entry holds its turn, so the id cannot be reused by another object while the entry lives. Lookups peek,
+    so the oldest entry goes first (an evicted turn that comes again is simply encoded again). The last history
+    asked for is kept joined when it is a tuple (immutable, so the same object means the same turns): a turn's
+    later model calls pass the same one."""
 
     def __init__(self) -> None:
         self._cache: WeightedCache[int, tuple[HistoryTurn, bytes]] = WeightedCache(
             HISTORY_JSON_CACHE_BYTES, lambda entry: len(entry[1]) + HISTORY_JSON_ENTRY_BYTES
         )
+        self._last: tuple[tuple[HistoryTurn, ...], bytes] | None = None
 
-    def encode(self, turn: HistoryTurn) -> bytes:
-        hit = self._cache.peek(id(turn))
-        if hit is not None:
-            return hit[1]
-        data = b",".join(_dumps(to_openai_message(message)) for message in turn)
-        self._cache.put(id(turn), (turn, data))
-        return data
+    def encode(self, history: Sequence[HistoryTurn]) -> bytes:
+        """The history's messages as JSON, comma-separated, without brackets (empty for no messages)."""
+        if self._last is not None and self._last[0] is history:
+            return self._last[1]
+        parts: list[bytes] = []
+        for turn, hit in zip(history, self._cache.peek_many(map(id, history)), strict=True):
+            if hit is not None:
+                data = hit[1]
+            else:
+                data = b",".join(_dumps(to_openai_message(message)) for message in turn)
+                self._cache.put(id(turn), (turn, data))
+            if data:
+                parts.append(data)
+        joined = b",".join(parts)
+        if isinstance(history, tuple):
+            self._last = (history, joined)
+        return joined
 
 
 def _dumps(value: Any) -> bytes:

@@ -11,6 +11,7 @@ from backend.services.llm_provider import (
     Completion,
     HistoryTurn,
     LLMError,
+    LLMMessage,
     ModelCall,
     TextDelta,
     ToolCallRequest,
@@ -85,3 +86,26 @@ async def test_an_error_event_mid_stream_is_an_llm_error_naming_the_models_messa
     finally:
         await provider.aclose()
     assert events == [TextDelta("Hal")]
+
+
+async def test_a_turns_later_calls_reuse_its_history_and_still_carry_their_own_messages(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
+    history: tuple[HistoryTurn, ...] = ((UserMessage("before"), AssistantMessage("earlier answer")),)
+    try:
+        rounds: list[list[LLMMessage]] = [[UserMessage("q")], [UserMessage("q"), AssistantMessage("partial")]]
+        for messages in rounds:
+            fake_llm.script(Reply.say("ok"))
+            _ = [event async for event in provider.stream(ModelCall(messages, history=history))]
+        empty_history = ModelCall([UserMessage("alone")], history=((),))
+        fake_llm.script(Reply.say("ok"))
+        _ = [event async for event in provider.stream(empty_history)]
+    finally:
+        await provider.aclose()
+    before = [{"role": "user", "content": "before"}, {"role": "assistant", "content": "earlier answer"}]
+    assert [request["messages"] for request in fake_llm.requests] == [
+        [*before, {"role": "user", "content": "q"}],
+        [*before, {"role": "user", "content": "q"}, {"role": "assistant", "content": "partial"}],
+        [{"role": "user", "content": "alone"}],
+    ]
