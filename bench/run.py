@@ -333,12 +333,15 @@ async def measure(
         first_deltas.latencies_ms.append(first_ms)
         return True
 
+    # A fresh conversation per turn: the same turn without the history the legacy conversation carries.
+    fresh = iter([(await mc.post("/v1/conversations", json={})).json()["id"] for _ in range(turns)])
     chat, cpu_s = await interleaved(
         turns,
         {
             "mcpchat": chat_call(mc),
             "floor": chat_call(fl),
             "v1": lambda: v1_turn(mc, conversation),
+            "v1_fresh": lambda: v1_turn(mc, next(fresh)),
             "sse": sse_turn,
         },
         trees,
@@ -346,6 +349,7 @@ async def measure(
     out["chat_turn"] = {"mcpchat": chat["mcpchat"].summary(), "floor": chat["floor"].summary()}
     out["cpu_ms_per_turn"] = {name: round(cpu_s[name] / turns * 1000, 3) for name in ("mcpchat", "floor")}
     out["v1_turn"] = chat["v1"].summary()
+    out["v1_turn_fresh"] = chat["v1_fresh"].summary()
     out["sse_first_delta_ms"] = first_deltas.summary()
     out["concurrency"] = {}
     for clients in (8, 32):
@@ -399,6 +403,7 @@ def table(r: dict[str, Any]) -> str:
     add("chat turn /api/chat p95 ms", ct["mcpchat"]["p95_ms"], ct["floor"]["p95_ms"])
     add("chat turn v1 JSON p50 ms (vs floor turn)", r["v1_turn"]["p50_ms"], ct["floor"]["p50_ms"])
     add("v1 SSE first delta p50 ms (vs floor turn)", r["sse_first_delta_ms"]["p50_ms"], ct["floor"]["p50_ms"])
+    add("v1 JSON, new conversation (no history) p50 ms", r["v1_turn_fresh"]["p50_ms"], ct["floor"]["p50_ms"])
     for clients, hosts in r["concurrency"].items():
         add(
             f"{clients} clients: correct turns/s",
