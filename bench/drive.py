@@ -30,7 +30,8 @@ async def main(args: argparse.Namespace) -> None:
         "MCPCHAT_LOG_LEVEL": "warning",
         "OPENAI_BASE_URL": model_url,
         "OPENAI_API_KEY": "bench",
-        "MCPCHAT_DATABASE_URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}",
+        "MCPCHAT_DATABASE_URL": args.database_url
+        or f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}",
     }
     if args.host == "floor":
         command = [sys.executable, "-m", "bench.floor", "--port", str(chat_port), "--model-url", model_url]
@@ -67,6 +68,7 @@ def cli() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--prefill", type=int, default=200, help="sequential turns before measuring")
+    parser.add_argument("--database-url", help="MCP Chat's database (default: a new SQLite file)")
     anyio.run(main, parser.parse_args())
 
 
