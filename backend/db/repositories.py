@@ -358,7 +358,7 @@ class ConversationStore:
         One indexed query picks the turns (ids and token counts only); the messages are read, as plain rows,
         only for turns not in `known` (the caller's cache: finished turns never change, and the database
         decides which turns count, so a cache is never stale whichever process wrote them). `known` is only
-        asked `in`, from a worker thread."""
+        asked `in`; on SQLite this read runs on a worker thread."""
         return await self.database.read(lambda connection: _context_window(connection, turn, max_tokens, known))
 
     async def history(self, conversation_id: str) -> tuple[Conversation, list[Turn]]:

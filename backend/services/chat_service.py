@@ -137,9 +137,13 @@ class _TurnState:
     streaming_id: str | None = None  # the assistant message being streamed, not stored yet
     streaming_text: list[str] = field(default_factory=list)
     final_message: MessageRecord | None = None
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)  # as stored, results included
     tool_call_messages: list[MessageRecord] = field(default_factory=list)  # as stored, their tool calls included
     settled_as: TurnStatus | None = None  # set once the turn's end is stored
+
+    @property
+    def tool_calls(self) -> list[ToolCallRecord]:
+        """The turn's tool calls as stored, results included, in the order they were asked for."""
+        return [call for message in self.tool_call_messages for call in message.tool_calls]
 
 
 class ChatService:
@@ -352,7 +356,6 @@ class ChatService:
         ]
         stored = await self._store.add_assistant_message(state.turn, message_id, state.seq, completion.text, calls)
         state.tool_call_messages.append(stored)
-        state.tool_calls.extend(stored.tool_calls)
         state.streaming_id, state.seq = None, state.seq + 1
         state.tokens += self._tokens.message(completion.text, *(c.name + c.arguments_json for c in calls))
         await emit(TurnEvent("message.completed", {"message_id": message_id, "content": completion.text}))

@@ -85,7 +85,9 @@ class ModelCall:
     """One request to the model: `system`, then the `history` turns, then this turn's `messages`."""
 
     messages: Sequence[LLMMessage]
-    tools: Sequence[ToolDefinition] = ()  # the same object while the tools do not change
+    tools: Sequence[
+        ToolDefinition
+    ] = ()  # a tuple, the same one while the tools do not change, lets a provider keep its encoding
     # False: nobody watches the text arrive, so the provider may ask for the whole answer at once (no
     # TextDelta then; the Completion alone).
     is_streamed: bool = True

@@ -3,7 +3,7 @@
 One keep-alive HTTP client (`backend/clients/chat_completions.py`); answers with tool calls streamed, or asked
 for whole when nobody watches the turn; transient failures (429, 5xx, connection errors, timeouts) retried by
 tenacity with exponential backoff and jitter, honouring Retry-After. The request body is written here, each
-message's JSON encoded once (see `_WireMessages`).
+history turn's JSON encoded once (see `_EncodedTurns`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ class OpenAIProvider:
         return b"".join(parts)
 
     def _tools_json(self, tools: Sequence[ToolDefinition]) -> bytes:
-        if self._tools is None or self._tools[0] is not tools:
+        """The tools as JSON, kept while the same tuple comes (immutable, as for the history)."""
+        if self._tools is None or self._tools[0] is not tools or not isinstance(tools, tuple):
             encoded = [
                 {
                     "type": "function",
