@@ -218,9 +218,11 @@ async def test_requests_are_answered_concurrently_when_32_are_in_flight(
     await wait_until(lambda: fake_llm.disconnects == 32)
 
 
+@pytest.mark.parametrize("is_recording", [True, False], ids=["recording", "benchmark"])
 async def test_calculator_responder_calls_add_then_answers_when_tool_result_comes_back(
-    fake_llm: FakeOpenAI, client: AsyncOpenAI
+    fake_llm: FakeOpenAI, client: AsyncOpenAI, is_recording: bool
 ) -> None:
+    fake_llm.is_recording = is_recording  # not recording, the fake builds only the last message
     fake_llm.responder = calculator_responder
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "what is two plus three?"}]
 
@@ -241,6 +243,22 @@ async def test_calculator_responder_calls_add_then_answers_when_tool_result_come
 
     assert second.choices[0].message.content == "The answer is 5"
     assert second.choices[0].message.tool_calls is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[1]", b'{"model": "m"}', b'{"messages": []}', b'{"messages": [1]}', b'{"messages": [{}], "tools": [}'],
+    ids=["array", "no-messages", "empty-messages", "message-not-object", "broken-json-in-skipped-field"],
+)
+async def test_benchmark_fake_answers_400_when_body_is_not_a_chat_request(fake_llm: FakeOpenAI, body: bytes) -> None:
+    fake_llm.is_recording = False
+    fake_llm.responder = calculator_responder
+    headers = {"authorization": "Bearer test", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=fake_llm.base_url, timeout=10) as http:
+        response = await http.post("/chat/completions", content=body, headers=headers)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
 
 
 def test_calculator_responder_adds_the_message_numbers_when_it_has_some() -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
 
 import anyio
+import msgspec
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
@@ -99,7 +100,8 @@ class FakeOpenAI:
     def __init__(self, *, is_recording: bool = True) -> None:
         self.base_url = ""
         # Every request body, for tests to inspect. A benchmark serves millions of history messages: kept,
-        # they would grow the fake's heap without bound and its garbage collector's pauses with it.
+        # they would grow the fake's heap without bound and its garbage collector's pauses with it. Not
+        # recording, the fake also builds only what a responder reads (see `_parse_lean`).
         self.is_recording = is_recording
         self.requests: list[JsonObject] = []
         self.disconnects = 0
@@ -135,7 +137,7 @@ class FakeOpenAI:
         if not dict(scope["headers"]).get(b"authorization", b"").startswith(b"Bearer "):
             await _send_json(send, 401, _error_body(401, "Missing bearer token.", "invalid_api_key"))
             return
-        request = _parse_object(body)
+        request = _parse_object(body) if self.is_recording else _parse_lean(body)
         if request is None:
             await _send_json(send, 400, _error_body(400, "The body must be a JSON object.", "invalid_json"))
             return
@@ -267,7 +269,7 @@ async def _send_stream(send: Send, chunks: list[JsonObject], chunk_delay_s: floa
     for index, payload in enumerate(chunks):
         if index and chunk_delay_s:
             await anyio.sleep(chunk_delay_s)
-        data = f"data: {json.dumps(payload)}\n\n".encode()
+        data = b"data: " + msgspec.json.encode(payload) + b"\n\n"
         await send({"type": "http.response.body", "body": data, "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
@@ -328,16 +330,43 @@ def _error_body(status: int, message: str, code: str) -> JsonObject:
 
 def _parse_object(body: bytes) -> JsonObject | None:
     try:
-        parsed = json.loads(body)
-    except ValueError:  # also UnicodeDecodeError
+        parsed = msgspec.json.decode(body)
+    except msgspec.DecodeError:  # also invalid UTF-8
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+class _LeanRequest(msgspec.Struct):
+    messages: list[msgspec.Raw]
+    model: str | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+
+_LEAN_DECODER = msgspec.json.Decoder(_LeanRequest)
+
+
+def _parse_lean(body: bytes) -> JsonObject | None:
+    """The request with only its last message built: the whole body is still checked to be JSON.
+
+    A benchmark turn's requests carry the conversation's history (about 90 KB, 1,000 messages, each). Building
+    all of it took the stdlib 0.6 ms a request, on the same two cores as the host under test; this takes 0.07.
+    """
+    try:
+        request = _LEAN_DECODER.decode(body)
+        last = msgspec.json.decode(request.messages[-1]) if request.messages else None
+    except msgspec.DecodeError:  # also a body that is not an object, or has no list of messages
+        return None
+    if not isinstance(last, dict):
+        return None
+    options = {"model": request.model, "stream": request.stream, "stream_options": request.stream_options}
+    return {**options, "messages": [last]}
 
 
 async def _send_json(
     send: Send, status: int, body: JsonObject, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    data = json.dumps(body).encode()
+    data = msgspec.json.encode(body)
     start_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": start_headers + (headers or [])})
     await send({"type": "http.response.body", "body": data})
