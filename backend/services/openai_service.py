@@ -100,7 +100,7 @@ class OpenAIProvider:
         transient failure is handed to it as its first attempt, so the waits and logs are tenacity's own."""
         try:
             return await send(body)
-        except Exception as exc:  # only transient ones go on; the rest propagate unchanged
+        except (ModelConnectionError, ModelStatusError) as exc:
             if not is_transient(exc):
                 raise
             failures = [exc]
