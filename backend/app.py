@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import anyio
 import structlog
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -54,6 +55,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
             chat = ChatService(store, mcp, provider, settings, tokens)
             # The running services, for code that embeds the app (tests, benchmarks).
             app.state.mcp, app.state.store, app.state.chat = mcp, store, chat
+            # Where requests watch for their client's disconnect (backend/api/disconnect.py); stopped first.
+            watchers = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(watchers.cancel_scope.cancel)
             log.info(
                 "app.started",
                 servers=len(server_specs),
@@ -61,7 +65,7 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 model=settings.model if provider is not None else None,
                 exact_tokens=tokens.exact,
             )
-            yield AppState(settings=settings, mcp=mcp, store=store, chat=chat, database=database)
+            yield AppState(settings=settings, mcp=mcp, store=store, chat=chat, database=database, watchers=watchers)
             log.info("app.stopping")
 
     app = FastAPI(

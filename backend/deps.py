@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypedDict
 
+from anyio.abc import TaskGroup
 from fastapi import Depends, Query, Request
 
 from backend.config import Settings
@@ -20,6 +21,7 @@ class AppState(TypedDict):
     store: ConversationStore
     chat: ChatService
     database: DatabaseService
+    watchers: TaskGroup  # watches requests for their client's disconnect
 
 
 def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:

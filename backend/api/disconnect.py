@@ -5,17 +5,43 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import anyio
+import structlog
 from anyio import CancelScope
+from anyio.abc import TaskGroup
 from fastapi import Request
+from starlette.types import Receive
 
 from backend.errors import AppError
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
 class ClientClosedRequestError(AppError):
     status, slug, title = 499, "client-closed-request", "Client closed request"
+
+
+class _Watch:
+    """Waits for the client's disconnect and cancels the work's scope if the work is still running.
+
+    It ends by itself: after the response is sent, the server answers a pending receive() with a disconnect
+    (ASGI), so it is never cancelled. A watcher in a task group of its own, cancelled when the work ended, cost
+    5% of a chat turn's CPU, most of it anyio's cancellation (callgrind: 0.36 M instructions a turn)."""
+
+    def __init__(self, receive: Receive, scope: CancelScope) -> None:
+        self.receive, self.scope = receive, scope
+        self.is_done = False
+
+    async def run(self) -> None:
+        try:
+            # The body was already read, so the next message can only be the disconnect.
+            while (await self.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # supervisor boundary: it runs in the lifespan's task group, which must not fall
+            log.warning("http.disconnect_watch.failed", exc_info=True)
+            return
+        if not self.is_done:
+            self.scope.cancel()
 
 
 async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
@@ -25,25 +51,15 @@ async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[T]
         ClientClosedRequestError: the client went away; nobody reads the answer.
         AppError: whatever `work` raised.
     """
-
-    async def watch(scope: CancelScope) -> None:
-        # The body was already read, so the next message can only be the disconnect.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        scope.cancel()
-
+    watchers: TaskGroup = request.state.watchers  # the lifespan's: the watcher outlives this call
     outcome: list[T] = []
-    failure: AppError | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
+    with CancelScope() as scope:
+        watch = _Watch(request.receive, scope)
+        watchers.start_soon(watch.run, name="disconnect-watch")
         try:
             outcome.append(await work())
-        except AppError as exc:  # re-raised below, outside the task group, so it is not wrapped in a group
-            failure = exc
         finally:
-            tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    if not outcome:
+            watch.is_done = True
+    if not outcome:  # only our scope's cancel ends the block without an outcome or an exception
         raise ClientClosedRequestError("The client closed the connection before the answer was ready.")
     return outcome[0]

@@ -196,6 +196,25 @@ async def test_closing_the_stream_cancels_the_model_call(chat_app: RunningApp, f
     await wait_until(lambda: chat_app.chat.running.count() == 0)
 
 
+async def test_a_json_turn_whose_client_leaves_is_cancelled_and_keeps_the_user_message(
+    chat_app: RunningApp, fake_llm: FakeOpenAI
+) -> None:
+    conversation_id = await chat_app.new_conversation()
+    fake_llm.script(Reply(text="never", hang=True))
+    async with httpx.AsyncClient(base_url=chat_app.base_url) as impatient, anyio.create_task_group() as tg:
+
+        async def ask() -> None:
+            await impatient.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "wait"})
+
+        tg.start_soon(ask)
+        await wait_until(lambda: len(fake_llm.requests) == 1)
+        tg.cancel_scope.cancel()  # closes the connection mid-turn
+    await wait_until(lambda: fake_llm.disconnects == 1)  # the model call was cancelled
+    await wait_until(lambda: chat_app.chat.running.count() == 0)
+    messages = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "wait")]
+
+
 async def test_closing_the_stream_mid_tool_cancels_the_tool_and_keeps_what_was_said(
     chat_app: RunningApp, fake_llm: FakeOpenAI, marker_dir: Path
 ) -> None:
