@@ -29,6 +29,7 @@ from mcp import Client, StdioServerParameters
 from tests.support.processes import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
+INSTRUCTION_TURNS, INSTRUCTION_PREFILL = 100, 100  # bench.instructions: turns counted, after this many
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -420,6 +421,9 @@ def table(r: dict[str, Any]) -> str:
             )
         )
     add("CPU ms per turn (process tree)", r["cpu_ms_per_turn"]["mcpchat"], r["cpu_ms_per_turn"]["floor"])
+    counted = r.get("instructions_per_turn_m")
+    if counted:
+        add("instructions per turn, millions (callgrind, host only)", counted["mcpchat"], counted["floor"])
     add("peak RSS MB (process tree)", r["peak_rss_mb"]["mcpchat"], r["peak_rss_mb"]["floor"])
     rows.append(("peak child processes", str(r["peak_children"]["mcpchat"]), str(r["peak_children"]["floor"]), ""))
     add("cold start s (to first 200 of /readyz)", r["cold_start_s"]["mcpchat"], r["cold_start_s"]["floor"])
@@ -445,8 +449,15 @@ def cli() -> None:
     parser.add_argument("--turns", type=int, default=200, help="sequential chat turns")
     parser.add_argument("--seconds", type=float, default=30, help="duration of each concurrency run")
     parser.add_argument("--soak", type=int, default=10_000, help="turns in the soak")
+    parser.add_argument(
+        "--no-instructions", dest="instructions", action="store_false", help="skip the callgrind count (~3 min)"
+    )
     args = parser.parse_args()
     results = anyio.run(main, args)
+    from bench import instructions  # here: it builds on this module's helpers
+
+    if args.instructions:  # after the timed runs, alone on the machine; None without valgrind
+        results["instructions_per_turn_m"] = anyio.run(instructions.measure, INSTRUCTION_TURNS, INSTRUCTION_PREFILL)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}.json"
     path.write_text(json.dumps(results, indent=2))

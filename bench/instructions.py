@@ -1,0 +1,98 @@
+"""`python -m bench.instructions`: CPU instructions per chat turn of each host, counted by callgrind.
+
+Timings on a shared VM drift by up to 1.7x from one minute to the next; the instructions a process executes for
+the same requests do not (the same count within 0.5% run to run, whatever else the machine does). So this runs
+each host (MCP Chat as `make run` starts it, and the floor) under `valgrind --tool=callgrind` beside the fake
+model, sends sequential /api/chat turns to fill the history, zeroes the counters, sends `--turns` more and
+reads the count: the host process's own user-space instructions, without its children or the kernel. A turn is
+about 50 times slower under callgrind, so this measures work, not latency. Needs valgrind (Debian: valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+import httpx
+
+from bench.run import ROOT, chat_call, sequential, spawn
+from tests.support.processes import free_port, wait_http_ok
+
+HOSTS = ("mcpchat", "floor")
+READY_TIMEOUT_S = 300  # start-up under callgrind takes a minute or more
+
+
+def host_command(host: str, port: int, model_url: str) -> list[str]:
+    if host == "floor":
+        return [sys.executable, "-m", "bench.floor", "--port", str(port), "--model-url", model_url]
+    return [sys.executable, str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"]
+
+
+async def instructions_per_turn(host: str, turns: int, prefill: int) -> float:
+    """Millions of instructions `host` executes per sequential turn, after `prefill` turns of history."""
+    fake_port, port = free_port(), free_port()
+    model_url = f"http://127.0.0.1:{fake_port}/v1"
+    out_dir = Path(tempfile.mkdtemp(prefix="mcpchat-callgrind-"))
+    env = {
+        "MCPCHAT_PORT": str(port),
+        "MCPCHAT_ENV": "prod",
+        "MCPCHAT_LOG_LEVEL": "warning",
+        "OPENAI_BASE_URL": model_url,
+        "OPENAI_API_KEY": "bench",
+        "MCPCHAT_DATABASE_URL": f"sqlite:///{out_dir / 'mcpchat.db'}",
+    }
+    fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    callgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out"]
+    served = spawn([*callgrind, *host_command(host, port, model_url)], env)
+    try:
+        await wait_http_ok(f"{model_url}/models")
+        await wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=READY_TIMEOUT_S)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            await sequential(prefill, chat_call(http))
+            await anyio.run_process(["callgrind_control", "--zero", str(served.pid)])
+            result = await sequential(turns, chat_call(http))
+            await anyio.run_process(["callgrind_control", "--dump", str(served.pid)])
+        if result.failures:
+            raise RuntimeError(f"{result.failures} of {turns} turns failed their checks on {host}")
+    finally:
+        for process in (served, fake):
+            process.terminate()
+            process.wait(timeout=60)
+    # The dump after --zero is the first numbered part: callgrind.out.1
+    text = (out_dir / "callgrind.out.1").read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no instruction count in {out_dir / 'callgrind.out.1'}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return int(found.group(1)) / turns / 1e6
+
+
+async def measure(turns: int, prefill: int) -> dict[str, float] | None:
+    """Each host's instructions per turn (millions), or None without valgrind."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        return None
+    return {host: round(await instructions_per_turn(host, turns, prefill), 3) for host in HOSTS}
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    parser.add_argument("--turns", type=int, default=100, help="turns counted")
+    parser.add_argument("--prefill", type=int, default=100, help="turns of history sent first")
+    args = parser.parse_args()
+    counts = anyio.run(measure, args.turns, args.prefill)
+    if counts is None:
+        sys.exit("valgrind (with callgrind_control) is not installed: apt install valgrind")
+    ratio = counts["mcpchat"] / counts["floor"]
+    sys.stdout.write(
+        f"instructions per /api/chat turn (millions, {args.turns} turns after {args.prefill}): "
+        f"MCP Chat {counts['mcpchat']}, floor {counts['floor']}, ratio {ratio:.2f}x\n"
+    )
+
+
+if __name__ == "__main__":
+    cli()
