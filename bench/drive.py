@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.run import ROOT, Tree, chat_call, concurrent, sequential, spawn
+from bench.run import Tree, chat_call, concurrent, host_command, mcpchat_env, sequential, spawn
 from tests.support.processes import free_port, wait_http_ok
 
 
@@ -24,20 +24,8 @@ async def main(args: argparse.Namespace) -> None:
     fake_port, chat_port = free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
-    env = {
-        "MCPCHAT_PORT": str(chat_port),
-        "MCPCHAT_ENV": "prod",
-        "MCPCHAT_LOG_LEVEL": "warning",
-        "OPENAI_BASE_URL": model_url,
-        "OPENAI_API_KEY": "bench",
-        "MCPCHAT_DATABASE_URL": args.database_url
-        or f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}",
-    }
-    if args.host == "floor":
-        command = [sys.executable, "-m", "bench.floor", "--port", str(chat_port), "--model-url", model_url]
-    else:
-        command = [str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"]
-    chat = spawn(command, env)
+    database_url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}"
+    chat = spawn(host_command(args.host, chat_port, model_url), mcpchat_env(chat_port, model_url, database_url))
     try:
         await wait_http_ok(f"{model_url}/models")
         await wait_http_ok(f"http://127.0.0.1:{chat_port}/readyz", timeout_s=60)

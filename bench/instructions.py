@@ -20,17 +20,11 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.run import ROOT, chat_call, sequential, spawn
+from bench.run import chat_call, host_command, mcpchat_env, sequential, spawn
 from tests.support.processes import free_port, wait_http_ok
 
 HOSTS = ("mcpchat", "floor")
 READY_TIMEOUT_S = 300  # start-up under callgrind takes a minute or more
-
-
-def host_command(host: str, port: int, model_url: str) -> list[str]:
-    if host == "floor":
-        return [sys.executable, "-m", "bench.floor", "--port", str(port), "--model-url", model_url]
-    return [sys.executable, str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"]
 
 
 async def instructions_per_turn(host: str, turns: int, prefill: int) -> float:
@@ -38,17 +32,13 @@ async def instructions_per_turn(host: str, turns: int, prefill: int) -> float:
     fake_port, port = free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     out_dir = Path(tempfile.mkdtemp(prefix="mcpchat-callgrind-"))
-    env = {
-        "MCPCHAT_PORT": str(port),
-        "MCPCHAT_ENV": "prod",
-        "MCPCHAT_LOG_LEVEL": "warning",
-        "OPENAI_BASE_URL": model_url,
-        "OPENAI_API_KEY": "bench",
-        "MCPCHAT_DATABASE_URL": f"sqlite:///{out_dir / 'mcpchat.db'}",
-    }
+    env = mcpchat_env(port, model_url, f"sqlite:///{out_dir / 'mcpchat.db'}")
     fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
     callgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out"]
-    served = spawn([*callgrind, *host_command(host, port, model_url)], env)
+    command = host_command(host, port, model_url)
+    if command[0] != sys.executable:  # the mcpchat script: valgrind runs the interpreter, not the script
+        command.insert(0, sys.executable)
+    served = spawn([*callgrind, *command], env)
     try:
         await wait_http_ok(f"{model_url}/models")
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=READY_TIMEOUT_S)

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
-from bench.run import ROOT, Samples, spawn
+from bench.run import ROOT, Samples, host_command, mcpchat_env, spawn
 from tests.support.processes import free_port, wait_http_ok
 
 FAST_FAILURE_S = 1.0
@@ -57,16 +57,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     (data_dir / "servers.json").write_text(json.dumps({"mcpServers": servers}))
     fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    model_url = f"http://127.0.0.1:{fake_port}/v1"
     env = {
-        "MCPCHAT_PORT": str(port),
-        "MCPCHAT_ENV": "prod",
-        "MCPCHAT_LOG_LEVEL": "warning",
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
-        "OPENAI_API_KEY": "load",
-        "MCPCHAT_DATABASE_URL": f"sqlite:///{data_dir / 'mcpchat.db'}",
+        **mcpchat_env(port, model_url, f"sqlite:///{data_dir / 'mcpchat.db'}"),
         "MCPCHAT_SERVERS_FILE": str(data_dir / "servers.json"),
     }
-    app = spawn([str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"], env)
+    app = spawn(host_command("mcpchat", port, model_url), env)
     tally = Tally()
     killed_at: list[float] = []
     back_at: list[float] = []

@@ -91,6 +91,25 @@ class Tree:
         self.peak_children = max(self.peak_children, len(self.processes()) - 1)
 
 
+def mcpchat_env(port: int, model_url: str, database_url: str) -> dict[str, str]:
+    """The environment `mcpchat serve` runs with in every benchmark: `make run`'s defaults, quiet, this model."""
+    return {
+        "MCPCHAT_PORT": str(port),
+        "MCPCHAT_ENV": "prod",
+        "MCPCHAT_LOG_LEVEL": "warning",
+        "OPENAI_BASE_URL": model_url,
+        "OPENAI_API_KEY": "bench",
+        "MCPCHAT_DATABASE_URL": database_url,
+    }
+
+
+def host_command(host: str, port: int, model_url: str) -> list[str]:
+    """How to start `host` ("mcpchat", as `make run` does, or "floor") on `port`."""
+    if host == "floor":
+        return [sys.executable, "-m", "bench.floor", "--port", str(port), "--model-url", model_url]
+    return [str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"]
+
+
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -237,20 +256,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await wait_http_ok(f"{model_url}/models")
         started = time.perf_counter()
-        chat_env = {
-            "MCPCHAT_PORT": str(chat_port),
-            "MCPCHAT_ENV": "prod",
-            "MCPCHAT_LOG_LEVEL": "warning",
-            "OPENAI_BASE_URL": model_url,
-            "OPENAI_API_KEY": "bench",
-            "MCPCHAT_DATABASE_URL": f"sqlite:///{data_dir / 'mcpchat.db'}",
-        }
-        chat = spawn([str(ROOT / ".venv" / "bin" / "mcpchat"), "serve"], chat_env)
+        chat_env = mcpchat_env(chat_port, model_url, f"sqlite:///{data_dir / 'mcpchat.db'}")
+        chat = spawn(host_command("mcpchat", chat_port, model_url), chat_env)
         processes.append(chat)
         await wait_http_ok(f"http://127.0.0.1:{chat_port}/readyz", timeout_s=60)
         cold_chat = time.perf_counter() - started
         started = time.perf_counter()
-        floor = spawn([sys.executable, "-m", "bench.floor", "--port", str(floor_port), "--model-url", model_url], {})
+        floor = spawn(host_command("floor", floor_port, model_url), {})
         processes.append(floor)
         await wait_http_ok(f"http://127.0.0.1:{floor_port}/readyz", timeout_s=60)
         cold_floor = time.perf_counter() - started

@@ -51,7 +51,7 @@ class Prepared:
     def run_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row (the rows share their keys)."""
         if connection.dialect.name != "sqlite":
-            connection.execute(self.statement, [dict(row) for row in rows])
+            connection.execute(self.statement, dict(rows[0]) if len(rows) == 1 else [dict(row) for row in rows])
             return
         for row in rows:
             self.run(connection, row)
