@@ -16,14 +16,14 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.run import Tree, chat_call, concurrent, host_command, mcpchat_env, sequential, spawn
+from bench.run import Tree, chat_call, concurrent, fake_model_command, host_command, mcpchat_env, sequential, spawn
 from tests.support.processes import free_port, wait_http_ok
 
 
 async def main(args: argparse.Namespace) -> None:
     fake_port, chat_port = free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
-    fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    fake = spawn(fake_model_command(fake_port), {})
     database_url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}"
     chat = spawn(host_command(args.host, chat_port, model_url), mcpchat_env(chat_port, model_url, database_url))
     try:

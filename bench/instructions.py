@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.run import chat_call, host_command, mcpchat_env, sequential, spawn
+from bench.run import chat_call, fake_model_command, host_command, mcpchat_env, sequential, spawn
 from tests.support.processes import free_port, wait_http_ok
 
 HOSTS = ("mcpchat", "floor")
@@ -33,7 +33,7 @@ async def instructions_per_turn(host: str, turns: int, prefill: int) -> float:
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     out_dir = Path(tempfile.mkdtemp(prefix="mcpchat-callgrind-"))
     env = mcpchat_env(port, model_url, f"sqlite:///{out_dir / 'mcpchat.db'}")
-    fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    fake = spawn(fake_model_command(fake_port), {})
     callgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out"]
     command = host_command(host, port, model_url)
     if command[0] != sys.executable:  # the mcpchat script: valgrind runs the interpreter, not the script

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
-from bench.run import ROOT, Samples, host_command, mcpchat_env, spawn
+from bench.run import ROOT, Samples, fake_model_command, host_command, mcpchat_env, spawn
 from tests.support.processes import free_port, wait_http_ok
 
 FAST_FAILURE_S = 1.0
@@ -56,7 +56,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     (data_dir / "servers.json").write_text(json.dumps({"mcpServers": servers}))
-    fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    fake = spawn(fake_model_command(fake_port), {})
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     env = {
         **mcpchat_env(port, model_url, f"sqlite:///{data_dir / 'mcpchat.db'}"),

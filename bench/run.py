@@ -103,6 +103,11 @@ def mcpchat_env(port: int, model_url: str, database_url: str) -> dict[str, str]:
     }
 
 
+def fake_model_command(port: int) -> list[str]:
+    """The fake OpenAI server serving the calculator script on `port`, as every benchmark runs it."""
+    return [sys.executable, "-m", "tests.support.fake_openai", "--port", str(port)]
+
+
 def host_command(host: str, port: int, model_url: str) -> list[str]:
     """How to start `host` ("mcpchat", as `make run` does, or "floor") on `port`."""
     if host == "floor":
@@ -247,7 +252,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="mcpchat-bench-"))
     fake_port, chat_port, floor_port = free_port(), free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
-    fake = spawn([sys.executable, "-m", "tests.support.fake_openai", "--port", str(fake_port)], {})
+    fake = spawn(fake_model_command(fake_port), {})
     processes = [fake]
     out: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "load_avg_at_start": load_at_start},

@@ -85,9 +85,8 @@ class ModelCall:
     """One request to the model: `system`, then the `history` turns, then this turn's `messages`."""
 
     messages: Sequence[LLMMessage]
-    tools: Sequence[
-        ToolDefinition
-    ] = ()  # a tuple, the same one while the tools do not change, lets a provider keep its encoding
+    # A tuple, the same one while the tools do not change, lets a provider keep its encoding.
+    tools: Sequence[ToolDefinition] = ()
     # False: nobody watches the text arrive, so the provider may ask for the whole answer at once (no
     # TextDelta then; the Completion alone).
     is_streamed: bool = True
