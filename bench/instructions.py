@@ -27,8 +27,11 @@ HOSTS = ("mcpchat", "floor")
 READY_TIMEOUT_S = 300  # start-up under callgrind takes a minute or more
 
 
-async def instructions_per_turn(host: str, turns: int, prefill: int) -> float:
-    """Millions of instructions `host` executes per sequential turn, after `prefill` turns of history."""
+async def instructions_per_turn(host: str, turns: int, prefill: int, keep: Path | None = None) -> float:
+    """Millions of instructions `host` executes per sequential turn, after `prefill` turns of history.
+
+    `keep`: a folder to leave the counted part's callgrind output in, as `<host>.callgrind` (for
+    `callgrind_annotate`)."""
     fake_port, port = free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     out_dir = Path(tempfile.mkdtemp(prefix="mcpchat-callgrind-"))
@@ -58,23 +61,31 @@ async def instructions_per_turn(host: str, turns: int, prefill: int) -> float:
     found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.MULTILINE)
     if found is None:
         raise RuntimeError(f"no instruction count in {out_dir / 'callgrind.out.1'}")
+    if keep is not None:
+        _keep(out_dir / "callgrind.out.1", keep / f"{host}.callgrind")
     shutil.rmtree(out_dir, ignore_errors=True)
     return int(found.group(1)) / turns / 1e6
 
 
-async def measure(turns: int, prefill: int) -> dict[str, float] | None:
+def _keep(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
+async def measure(turns: int, prefill: int, keep: Path | None = None) -> dict[str, float] | None:
     """Each host's instructions per turn (millions), or None without valgrind."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         return None
-    return {host: round(await instructions_per_turn(host, turns, prefill), 3) for host in HOSTS}
+    return {host: round(await instructions_per_turn(host, turns, prefill, keep), 3) for host in HOSTS}
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--turns", type=int, default=100, help="turns counted")
     parser.add_argument("--prefill", type=int, default=100, help="turns of history sent first")
+    parser.add_argument("--keep", type=Path, help="a folder to keep each host's callgrind output in")
     args = parser.parse_args()
-    counts = anyio.run(measure, args.turns, args.prefill)
+    counts = anyio.run(measure, args.turns, args.prefill, args.keep)
     if counts is None:
         sys.exit("valgrind (with callgrind_control) is not installed: apt install valgrind")
     ratio = counts["mcpchat"] / counts["floor"]

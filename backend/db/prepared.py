@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Insert, Select, Update
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.compiler import Compiled
 
 # Values go to and come from the database as whatever its columns hold.
 Statement = Insert | Update | Select[*tuple[Any, ...]]
@@ -26,9 +25,10 @@ Statement = Insert | Update | Select[*tuple[Any, ...]]
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    compiled: Compiled
-    names: tuple[str, ...]  # the positional parameters, in order
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    sql: str
+    # Per positional parameter: the key of `params` it comes from (None: the statement's own value, `fixed`),
+    # and the conversion its column's type applies.
+    slots: tuple[tuple[str | None, Callable[[Any], Any] | None, Any], ...]
 
 
 class Prepared:
@@ -70,18 +70,28 @@ class Prepared:
         plan = self._plans.get(tuple(params))
         if plan is None:
             plan = self._plans[tuple(params)] = _plan(self.statement, dialect, list(params))
-        values = plan.compiled.construct_params(dict(params)) or {}  # with the statement's own literals (LIMIT)
-        return plan.compiled.string, [
-            value if process is None else process(value)
-            for process, value in zip(plan.processors, (values[name] for name in plan.names), strict=True)
+        return plan.sql, [
+            fixed if key is None else params[key] if process is None else process(params[key])
+            for key, process, fixed in plan.slots
         ]
 
 
 def _plan(statement: Statement, dialect: Dialect, keys: list[str]) -> _Plan:
+    """The SQL and where each of its parameters comes from: `keys`, or the statement itself (a LIMIT, a SET to a
+    constant), converted once here. What `Compiled.construct_params` would work out on every call."""
     compiled = statement.compile(dialect=dialect, column_keys=keys)
-    names = tuple(compiled.positiontup or ())
-    processors = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
-    return _Plan(compiled, names, processors)
+    slots: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if name in keys:
+            slots.append((name, process, None))
+        elif bind.required:
+            raise ValueError(f"no value for the parameter {name!r} of {statement}")
+        else:
+            value = bind.effective_value
+            slots.append((None, None, value if process is None else process(value)))
+    return _Plan(compiled.string, tuple(slots))
 
 
 def _driver(connection: Connection) -> sqlite3.Connection:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 from bisect import bisect_right
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate
+from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, FromClause, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.db.database import Database
@@ -48,6 +49,10 @@ CANCELLED_TOOL_CALL_TEXT = "The tool call was cancelled."
 # on SQLite SQLAlchemy's execution machinery as much again. UPDATEs take their SET columns from the parameters
 # they are executed with.
 _INSERT = {table: Prepared(insert(table)) for table in Base.metadata.sorted_tables}
+# Each table's column keys, and a getter of a row's values for them (one C call, not one getattr a column).
+_COLUMNS: dict[FromClause, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {
+    table: (keys := tuple(table.columns.keys()), attrgetter(*keys)) for table in Base.metadata.sorted_tables
+}
 _TOUCH_CONVERSATION = Prepared(update(Conversation).where(Conversation.id == bindparam("b_id")))
 _UPDATE_TURN = Prepared(update(Turn).where(Turn.id == bindparam("b_id")))
 _UPDATE_TOOL_CALL = Prepared(update(ToolCall).where(ToolCall.id == bindparam("b_id")))
@@ -461,7 +466,8 @@ def _insert(connection: Connection, *rows: Base | Record) -> None:
     by_table: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         table = row.__table__
-        by_table.setdefault(table, []).append({column.key: getattr(row, column.key) for column in table.columns})
+        keys, values_of = _COLUMNS[table]
+        by_table.setdefault(table, []).append(dict(zip(keys, values_of(row), strict=True)))
     for table, values in by_table.items():
         _INSERT[table].run_many(connection, values)
 

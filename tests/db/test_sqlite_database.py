@@ -80,6 +80,41 @@ async def test_a_failing_transaction_stores_nothing_and_the_next_one_commits(dat
     assert await _values(database) == ["whole"]
 
 
+def _driver_insert(value: object) -> Callable[[Connection], None]:
+    """An INSERT straight on the sqlite3 connection, as prepared statements run."""
+
+    def transaction(connection: Connection) -> None:
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.execute("INSERT INTO t VALUES (?)", (value,))
+
+    return transaction
+
+
+async def test_writes_on_the_driver_and_through_sqlalchemy_share_one_transaction(database: SqliteDatabase) -> None:
+    def both_then_fail(connection: Connection) -> None:
+        _driver_insert("driver")(connection)
+        _insert("sqlalchemy")(connection)
+        raise ValueError("stop")
+
+    def driver_then_fail(connection: Connection) -> None:
+        _driver_insert("driver")(connection)
+        raise ValueError("stop")
+
+    for failing in (both_then_fail, driver_then_fail):
+        with pytest.raises(ValueError, match="stop"):
+            await database.write(failing)
+    assert await _values(database) == []
+
+    def both(connection: Connection) -> None:
+        _driver_insert("driver")(connection)
+        _insert("sqlalchemy")(connection)
+
+    await database.write(both)
+    await database.write(_driver_insert("driver alone"))
+    assert await _values(database) == ["driver", "sqlalchemy", "driver alone"]
+
+
 async def test_the_wal_is_checkpointed_into_the_database_file_while_the_app_writes(
     database: SqliteDatabase, path: Path
 ) -> None:
