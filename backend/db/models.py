@@ -56,6 +56,9 @@ class Conversation(Base):
     kind: Mapped[str] = mapped_column(String(16), default=ConversationKind.CHAT.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # One more for every turn started or finished in it: a process that knows the value before its own change
+    # knows that nobody else changed the conversation's turns since (the store's cache of finished turns).
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_conversations_created", "created_at", "id"),

@@ -80,6 +80,9 @@ def _plan(statement: Statement, dialect: Dialect, keys: list[str]) -> _Plan:
     """The SQL and where each of its parameters comes from: `keys`, or the statement itself (a LIMIT, a SET to a
     constant), converted once here. What `Compiled.construct_params` would work out on every call."""
     compiled = statement.compile(dialect=dialect, column_keys=keys)
+    defaulted = [*getattr(compiled, "insert_prefetch", ()), *getattr(compiled, "update_prefetch", ())]
+    if defaulted:  # their Python-side defaults run in SQLAlchemy's execution context, which this skips
+        raise ValueError(f"give a value for every column with a default: {', '.join(c.key for c in defaulted)}")
     slots: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
     for name in compiled.positiontup or ():
         bind = compiled.binds[name]

@@ -2,21 +2,22 @@
 
 Each method is one short transaction (a function of a `Connection`, run by `backend.db.database`), so
 concurrent turns and SQLite's single writer never wait on a model call or a tool call. The chat path writes
-with Core statements, not the ORM's unit of work: a turn makes four writes (the first also picks its context),
-and the ORM's bookkeeping cost more than SQLite itself. Its rows are plain records (`backend.db.records`); reads
-for the API return (detached) model instances.
+with Core statements, not the ORM's unit of work: a turn makes four writes (the first also picks its context,
+the last bumps the conversation's version), and the ORM's bookkeeping cost more than SQLite itself. Its rows
+are plain records (`backend.db.records`); reads for the API return (detached) model instances.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from bisect import bisect_right
+from bisect import bisect_right, insort
+from collections import OrderedDict
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from itertools import accumulate
-from operator import attrgetter
+from datetime import UTC, datetime
+from itertools import accumulate, filterfalse
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, FromClause, bindparam, delete, insert, or_, select, update
@@ -43,6 +44,7 @@ from backend.errors import BadRequestError, NotFoundError
 # conversation: the cost of a turn does not grow with the history.
 CONTEXT_TURN_WINDOW = 256
 CANCELLED_TOOL_CALL_TEXT = "The tool call was cancelled."
+KNOWN_CONVERSATIONS = 1_000  # whose finished turns the store keeps (a few KB each)
 
 # The chat path's statements, built once and prepared (`backend.db.prepared`): building a new statement object
 # per call cost five times what running it did (an UPDATE: 47 us built per call, 9 us prebuilt, timed alone), and
@@ -53,7 +55,11 @@ _INSERT = {table: Prepared(insert(table)) for table in Base.metadata.sorted_tabl
 _COLUMNS: dict[FromClause, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {
     table: (keys := tuple(table.columns.keys()), attrgetter(*keys)) for table in Base.metadata.sorted_tables
 }
-_TOUCH_CONVERSATION = Prepared(update(Conversation).where(Conversation.id == bindparam("b_id")))
+# A turn's start touches its conversation and bumps its version, as does its end (see `_FinishedTurns`).
+_TOUCH_CONVERSATION = Prepared(
+    update(Conversation).where(Conversation.id == bindparam("b_id")).values(version=Conversation.version + 1)
+)
+_CONVERSATION_VERSION = Prepared(select(Conversation.version).where(Conversation.id == bindparam("b_id")))
 _UPDATE_TURN = Prepared(update(Turn).where(Turn.id == bindparam("b_id")))
 _UPDATE_TOOL_CALL = Prepared(update(ToolCall).where(ToolCall.id == bindparam("b_id")))
 _CANCEL_RUNNING_TOOL_CALLS = (
@@ -69,7 +75,16 @@ _NEWEST_LEGACY = (
     .limit(1)
 )
 _NEWEST_LEGACY_ID = Prepared(_NEWEST_LEGACY.with_only_columns(Conversation.id))
-# Newest first, finished before the turn began; ix_turns_context covers it, so SQLite reads the index alone.
+# The newest finished turns, read in the transaction that starts a turn: what had finished when it began.
+# ix_turns_context covers it, so SQLite reads the index alone.
+_FINISHED_TURNS = Prepared(
+    select(Turn.started_at, Turn.id, Turn.tokens)
+    .where(Turn.conversation_id == bindparam("b_conversation_id"))
+    .where(Turn.status != TurnStatus.RUNNING.value)
+    .order_by(Turn.started_at.desc(), Turn.id.desc())
+    .limit(CONTEXT_TURN_WINDOW)
+)
+# The same, read later (`context_turns`): finished before the turn began, by the clock.
 _CONTEXT_BUDGET = Prepared(
     select(Turn.id, Turn.tokens)
     .where(Turn.conversation_id == bindparam("b_conversation_id"))
@@ -164,15 +179,45 @@ class ContextWindow:
     turns: dict[str, ContextTurn]  # the rows of those the caller did not know
 
 
+@dataclass(frozen=True)
+class _FinishedTurns:
+    """A conversation's newest finished turns as this process last saw them, and its version then.
+
+    Finished turns never change, and every start and end of a turn bumps the conversation's version in its own
+    transaction. So when a transaction bumps the version from exactly `version`, nobody else (no other process,
+    no other turn) started or finished a turn in between, and these are still the conversation's finished turns:
+    a turn's start picks its context from them instead of reading up to CONTEXT_TURN_WINDOW turns again (the
+    read and its rows were 4% of a turn's CPU). Any other value means the turns are read again."""
+
+    version: int
+    turns: list[tuple[datetime, str, int]]  # (started_at as naive UTC, id, tokens), oldest first
+
+
 class ConversationStore:
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._finished: OrderedDict[str, _FinishedTurns] = OrderedDict()  # by conversation, least recent first
+
+    def _saw(self, conversation_id: str, version: int, finished: _FinishedTurns | None) -> None:
+        """Remember a conversation's finished turns at `version` (None: forget them, `version` was not ours)."""
+        seen = self._finished.get(conversation_id)
+        if finished is None and seen is not None and seen.version == version - 1:
+            finished = _FinishedTurns(version, seen.turns)  # a turn started: the finished ones are the same
+        if finished is None:
+            self._finished.pop(conversation_id, None)
+            return
+        self._finished[conversation_id] = finished
+        self._finished.move_to_end(conversation_id)
+        if len(self._finished) > KNOWN_CONVERSATIONS:
+            self._finished.popitem(last=False)
 
     # -- conversations ---------------------------------------------------------------------------
 
     async def create(self, title: str | None = None, kind: ConversationKind = ConversationKind.CHAT) -> Conversation:
         now = utcnow()
-        conversation = Conversation(id=new_id(), title=title, kind=kind.value, created_at=now, updated_at=now)
+        conversation = Conversation(
+            id=new_id(), title=title, kind=kind.value, created_at=now, updated_at=now, version=0
+        )
         await self.database.write(lambda connection: _insert(connection, conversation))
         return conversation
 
@@ -226,6 +271,7 @@ class ConversationStore:
                 connection.execute(delete(model).where(model.conversation_id == conversation_id))
 
         await self.database.write(write)
+        self._finished.pop(conversation_id, None)
 
     async def legacy(self) -> Conversation:
         """The conversation behind /api/chat: the newest legacy one, created on first use."""
@@ -241,26 +287,38 @@ class ConversationStore:
     async def start_turn(self, conversation_id: str, content: str) -> tuple[TurnRecord, MessageRecord]:
         """Store the user's message (before any model call) in a new running turn."""
         turn, message = _new_turn(conversation_id, content)
-        await self.database.write(lambda connection: _insert_turn(connection, turn, message))
+        version = await self.database.write(lambda connection: _insert_turn(connection, turn, message))
+        self._saw(conversation_id, version, None)
         return turn, message
 
     async def start_turn_with_context(
         self, conversation_id: str | None, content: str, max_tokens: int, known: Container[str] = ()
     ) -> tuple[TurnRecord, MessageRecord, ContextWindow]:
-        """`start_turn` and `context_turns` in one transaction: the context is exactly what had finished.
+        """`start_turn` and `context_turns` in one transaction: the context is exactly what had finished (been
+        committed) when it ran, picked from the store's memory of the conversation's finished turns while the
+        conversation's version vouches for it (`_FinishedTurns`), read otherwise.
 
         `conversation_id` None: the legacy conversation (see `legacy`), found or created in that transaction."""
 
-        def write(connection: Connection) -> tuple[TurnRecord, MessageRecord, ContextWindow]:
+        def write(connection: Connection) -> tuple[TurnRecord, MessageRecord, ContextWindow, _FinishedTurns]:
             target = conversation_id
             if target is None:
                 newest = _NEWEST_LEGACY_ID.rows(connection, {})
                 target = newest[0][0] if newest else _create_legacy(connection).id
             turn, message = _new_turn(target, content)
-            _insert_turn(connection, turn, message)
-            return turn, message, _context_window(connection, turn, max_tokens, known)
+            version = _insert_turn(connection, turn, message)
+            seen = self._finished.get(target)
+            if seen is None or seen.version != version - 1:
+                seen = _FinishedTurns(version, _read_finished_turns(connection, target))
+            else:
+                seen = _FinishedTurns(version, seen.turns)
+            picked = _pick_context(seen.turns, max_tokens, known)
+            read = _read_context_turns(connection, picked.missing) if picked.missing else {}
+            return turn, message, ContextWindow(picked.turn_ids, read), seen
 
-        return await self.database.write(write)
+        turn, message, window, seen = await self.database.write(write)
+        self._saw(turn.conversation_id, seen.version, seen)
+        return turn, message, window
 
     async def add_assistant_message(
         self,
@@ -321,15 +379,24 @@ class ConversationStore:
             call.status == ToolCallStatus.RUNNING.value for call in tool_calls
         )
 
-        def write(connection: Connection) -> None:
+        def write(connection: Connection) -> int:
             if answer is not None:
                 _insert(connection, answer)
             values = {"b_id": turn.id, "status": status.value, "tokens": tokens, "finished_at": finished_at}
             _UPDATE_TURN.run(connection, values)
             if is_any_running:
                 connection.execute(_CANCEL_RUNNING_TOOL_CALLS, {"b_turn_id": turn.id})
+            return _bump_version(connection, turn.conversation_id)
 
-        await self.database.write(write)
+        version = await self.database.write(write)
+        seen = self._finished.get(turn.conversation_id)
+        if seen is not None and seen.version == version - 1:
+            turns = seen.turns.copy()  # a new list: a context being picked from the old one keeps it whole
+            insort(turns, (_naive_utc(turn.started_at), turn.id, tokens))
+            del turns[:-CONTEXT_TURN_WINDOW]
+            self._saw(turn.conversation_id, version, _FinishedTurns(version, turns))
+        else:
+            self._saw(turn.conversation_id, version, None)
         turn.status, turn.tokens, turn.finished_at = status.value, tokens, finished_at
         for call in tool_calls:
             if call.status == ToolCallStatus.RUNNING.value:
@@ -343,6 +410,10 @@ class ConversationStore:
         """At start-up: turns and tool calls a stopped process left running. Their stored messages stay."""
 
         def write(connection: Connection) -> int:
+            running = select(Turn.conversation_id).where(Turn.status == TurnStatus.RUNNING.value)
+            connection.execute(
+                update(Conversation).where(Conversation.id.in_(running)).values(version=Conversation.version + 1)
+            )
             turns = connection.execute(
                 update(Turn)
                 .where(Turn.status == TurnStatus.RUNNING.value)
@@ -407,7 +478,7 @@ def _newest_legacy(connection: Connection) -> Conversation | None:
 def _create_legacy(connection: Connection) -> Conversation:
     now = utcnow()
     conversation = Conversation(
-        id=new_id(), title="Legacy chat", kind=ConversationKind.LEGACY.value, created_at=now, updated_at=now
+        id=new_id(), title="Legacy chat", kind=ConversationKind.LEGACY.value, created_at=now, updated_at=now, version=0
     )
     _insert(connection, conversation)
     return conversation
@@ -431,23 +502,56 @@ def _new_turn(conversation_id: str, content: str) -> tuple[TurnRecord, MessageRe
     return turn, message
 
 
-def _insert_turn(connection: Connection, turn: TurnRecord, message: MessageRecord) -> None:
+def _insert_turn(connection: Connection, turn: TurnRecord, message: MessageRecord) -> int:
+    """Insert a new turn and its user message; the conversation's version after it."""
     touched = _TOUCH_CONVERSATION.run(connection, {"b_id": turn.conversation_id, "updated_at": turn.started_at})
     if not touched:
         raise _not_found(turn.conversation_id)
     _insert(connection, turn, message)
+    return int(_CONVERSATION_VERSION.rows(connection, {"b_id": turn.conversation_id})[0][0])
 
 
 def _context_window(connection: Connection, turn: TurnRecord, max_tokens: int, known: Container[str]) -> ContextWindow:
     rows = _CONTEXT_BUDGET.rows(
         connection, {"b_conversation_id": turn.conversation_id, "b_started_at": turn.started_at}
     )
-    # Newest first while they fit: the turns whose running total of tokens stays within the budget.
-    turn_ids, tokens = zip(*rows, strict=True) if rows else ((), ())
-    chosen = list(turn_ids[: bisect_right(list(accumulate(tokens)), max_tokens)])
-    chosen.reverse()
-    missing = [turn_id for turn_id in chosen if turn_id not in known]
-    return ContextWindow(chosen, _read_context_turns(connection, missing) if missing else {})
+    picked = _pick_context([(None, turn_id, tokens) for turn_id, tokens in reversed(rows)], max_tokens, known)
+    return ContextWindow(picked.turn_ids, _read_context_turns(connection, picked.missing) if picked.missing else {})
+
+
+@dataclass(frozen=True)
+class _Picked:
+    turn_ids: list[str]  # oldest first
+    missing: list[str]  # those not in `known`
+
+
+def _pick_context(turns: Sequence[tuple[Any, str, int]], max_tokens: int, known: Container[str]) -> _Picked:
+    """Newest first while they fit: the turns (oldest first, as (started_at, id, tokens)) whose running total of
+    tokens, counted from the newest, stays within `max_tokens`."""
+    fitting = bisect_right(list(accumulate(map(_TOKENS, reversed(turns)))), max_tokens)
+    chosen = list(map(_ID, turns[len(turns) - fitting :])) if fitting else []
+    return _Picked(chosen, list(filterfalse(known.__contains__, chosen)))
+
+
+_ID, _TOKENS = itemgetter(1), itemgetter(2)
+
+
+def _read_finished_turns(connection: Connection, conversation_id: str) -> list[tuple[datetime, str, int]]:
+    rows = _FINISHED_TURNS.rows(connection, {"b_conversation_id": conversation_id})
+    return [(_naive_utc(started_at), turn_id, tokens) for started_at, turn_id, tokens in reversed(rows)]
+
+
+def _naive_utc(value: datetime | str) -> datetime:
+    """A stored time as a naive UTC datetime: SQLite's driver returns the text SQLAlchemy stored (UTC, no
+    offset), other drivers an aware datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def _bump_version(connection: Connection, conversation_id: str) -> int:
+    _TOUCH_CONVERSATION.run(connection, {"b_id": conversation_id})
+    return int(_CONVERSATION_VERSION.rows(connection, {"b_id": conversation_id})[0][0])
 
 
 def _not_found(conversation_id: str) -> ConversationNotFoundError:

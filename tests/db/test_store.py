@@ -45,7 +45,7 @@ async def store(database: Database) -> ConversationStore:
 async def test_migrations_create_every_table_and_rerun_as_a_no_op(database: Database) -> None:
     await upgrade(database)
     await upgrade(database)
-    assert await current_revision(database) == "0002"
+    assert await current_revision(database) == "0003"
     names = await database.read(lambda connection: set(inspect(connection).get_table_names()))
     assert names >= TABLES | {"alembic_version"}
 
@@ -87,6 +87,40 @@ async def test_context_reads_rows_only_of_turns_the_caller_does_not_know(store: 
     assert context.turn_ids == finished  # oldest first, the known ones included
     assert list(context.turns) == [finished[1]]
     assert [m.content for m in context.turns[finished[1]].messages] == ["question 1"]
+
+
+async def test_a_turns_context_holds_what_other_processes_finished_in_the_conversation(
+    database: Database, store: ConversationStore
+) -> None:
+    other = ConversationStore(database)  # another process's store: its own memory, the same database
+    conversation = await store.create()
+    finished: list[str] = []
+    for number, writer in enumerate([store, store, other, store, other, other, store]):
+        turn, _, window = await writer.start_turn_with_context(conversation.id, f"q{number}", max_tokens=1000)
+        assert window.turn_ids == finished  # every finished turn, whichever store wrote it
+        await writer.finish_turn(turn, TurnStatus.COMPLETED, tokens=10)
+        finished.append(turn.id)
+    # Started first, finished last: placed by when it started, and only once it has finished.
+    early, _ = await store.start_turn(conversation.id, "slow")
+    late, _, window = await other.start_turn_with_context(conversation.id, "fast", max_tokens=1000)
+    await other.finish_turn(late, TurnStatus.COMPLETED, tokens=10)
+    _, _, window = await store.start_turn_with_context(conversation.id, "next", max_tokens=1000)
+    assert window.turn_ids == [*finished, late.id]
+    await store.finish_turn(early, TurnStatus.FAILED, tokens=10)
+    current, _, window = await store.start_turn_with_context(conversation.id, "last", max_tokens=35)
+    assert window.turn_ids == [finished[-1], early.id, late.id]  # the newest that fit 35 tokens, oldest first
+    assert window.turn_ids == (await store.context_turns(current, max_tokens=35)).turn_ids  # as a fresh read
+
+
+async def test_a_turn_started_in_a_deleted_conversation_finds_no_remembered_context(
+    store: ConversationStore,
+) -> None:
+    conversation = await store.create()
+    turn, _, _ = await store.start_turn_with_context(conversation.id, "hi", max_tokens=1000)
+    await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=1)
+    await store.delete(conversation.id)
+    with pytest.raises(ConversationNotFoundError):
+        await store.start_turn_with_context(conversation.id, "again", max_tokens=1000)
 
 
 async def test_tool_calls_left_running_are_cancelled_when_the_turn_ends(store: ConversationStore) -> None:
