@@ -84,7 +84,7 @@ class SqliteDatabase:
         )
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "begin", _sqlite_begin)
-        self._writer: tuple[Connection, sqlite3.Connection] | None = None  # the event loop's, and its driver's
+        self._writer: Connection | None = None  # the event loop's
         self._waiting_writer: Connection | None = None  # a worker thread's, for when another process writes
         self._waiting_lock = threading.Lock()
         self._waiting_threads = anyio.CapacityLimiter(SQLITE_WAITING_WRITERS)
@@ -109,37 +109,15 @@ class SqliteDatabase:
         return result
 
     def _write_on_loop(self, transaction: Transaction[T]) -> T:
-        # BEGIN and COMMIT go to the driver: SQLAlchemy's transaction objects and events cost three times what
-        # SQLite's own BEGIN and COMMIT do (80 us a transaction, four a chat turn). A transaction that uses
-        # `Connection.execute` or a Session makes SQLAlchemy begin too; `_sqlite_begin` then finds SQLite's
-        # transaction open and leaves it be, and SQLAlchemy's commit (or rollback) ends it.
         if self._writer is None:
-            self._writer = self._connect_writer()
-        writer, driver = self._writer
-        driver.execute("BEGIN IMMEDIATE")
-        try:
-            result = transaction(writer)
-        except BaseException:
-            if writer.in_transaction():
-                writer.rollback()
-            elif driver.in_transaction:
-                driver.execute("ROLLBACK")
-            raise
-        if writer.in_transaction():
-            writer.commit()
-        elif driver.in_transaction:  # (Alembic commits what it began itself)
-            driver.execute("COMMIT")
-        return result
-
-    def _connect_writer(self) -> tuple[Connection, sqlite3.Connection]:
-        writer = self.engine.connect()
-        writer.info["is_writer"] = True
-        driver = writer.connection.driver_connection
-        if not isinstance(driver, sqlite3.Connection):  # pragma: no cover - the sqlite:// dialect's driver
-            raise RuntimeError("the SQLite writer has no sqlite3 connection")
-        driver.execute("PRAGMA busy_timeout=0")  # never wait on the loop: see write()
-        driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a worker thread
-        return writer, driver
+            self._writer = self.engine.connect()
+            self._writer.info["is_writer"] = True
+            driver = self._writer.connection.driver_connection
+            if driver is not None:
+                driver.execute("PRAGMA busy_timeout=0")  # never wait on the loop: see write()
+                driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a worker thread
+        with self._writer.begin():
+            return transaction(self._writer)
 
     def _write_waiting(self, transaction: Transaction[T]) -> T:
         with self._waiting_lock:
@@ -170,7 +148,7 @@ class SqliteDatabase:
 
     async def aclose(self) -> None:
         if self._writer is not None:
-            self._writer[0].close()
+            self._writer.close()
 
         def close() -> None:
             if self._checkpointer.is_alive():
@@ -206,8 +184,6 @@ def _sqlite_begin(connection: Connection) -> None:
     driver = connection.connection.driver_connection
     if driver is None:  # pragma: no cover - a checked-out connection always has one
         raise RuntimeError("no SQLite connection to begin a transaction on")
-    if driver.in_transaction:  # the loop's writer began it on the driver (SqliteDatabase._write_on_loop)
-        return
     driver.execute("BEGIN IMMEDIATE" if connection.info.get("is_writer") else "BEGIN")
 
 

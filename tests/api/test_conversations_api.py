@@ -22,6 +22,7 @@ async def test_conversations_are_created_listed_renamed_and_deleted(chat_app: Ru
     assert seen == ids[::-1]
     renamed = await chat_app.http.patch(f"/v1/conversations/{ids[0]}", json={"title": "renamed"})
     assert renamed.json()["title"] == "renamed"
+    assert (await chat_app.http.get(f"/v1/conversations/{ids[0]}")).json()["title"] == "renamed"  # and stored
     assert (await chat_app.http.delete(f"/v1/conversations/{ids[0]}")).status_code == 204
     gone = await chat_app.http.get(f"/v1/conversations/{ids[0]}")
     assert gone.status_code == 404

@@ -351,7 +351,8 @@ async def test_turns_store_and_replay_their_history_on_postgresql(tmp_path: Path
 
 
 async def seed_history(database_url: str, conversation_id: str, turns: int) -> None:
-    """Write `turns` finished question/answer turns straight into the database (fast, one transaction)."""
+    """Write `turns` finished question/answer turns straight into the database (fast, one transaction), as
+    another process would."""
     database = open_database(database_url)
     await database.write(partial(_seed, conversation_id=conversation_id, turns=turns))
     await database.aclose()
@@ -359,7 +360,9 @@ async def seed_history(database_url: str, conversation_id: str, turns: int) -> N
 
 def _seed(connection: Connection, conversation_id: str, turns: int) -> None:
     with Session(connection) as session:
-        assert session.get(Conversation, conversation_id) is not None
+        conversation = session.get(Conversation, conversation_id)
+        assert conversation is not None
+        conversation.version += 2 * turns  # each turn's start and end, as the store counts them
         base = utcnow().timestamp() - turns
         for number in range(turns):
             at = datetime.fromtimestamp(base + number, UTC)
