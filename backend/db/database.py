@@ -51,6 +51,14 @@ class Database(Protocol):
         """Run `transaction` in a write transaction; commit if it returns."""
         ...
 
+    async def write_statements(self, transaction: Transaction[T]) -> T:
+        """`write` for a transaction of Core statements only (prepared, or `Connection.execute`), no Session.
+
+        Raises:
+            RuntimeError: something inside ended the transaction (a Session's close rolls back what it began).
+        """
+        ...
+
     async def read(self, transaction: Transaction[T]) -> T:
         """Run `transaction` on a connection that is never committed."""
         ...
@@ -84,7 +92,7 @@ class SqliteDatabase:
         )
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "begin", _sqlite_begin)
-        self._writer: Connection | None = None  # the event loop's
+        self._writer: tuple[Connection, sqlite3.Connection] | None = None  # the event loop's, and its driver
         self._waiting_writer: Connection | None = None  # a worker thread's, for when another process writes
         self._waiting_lock = threading.Lock()
         self._waiting_threads = anyio.CapacityLimiter(SQLITE_WAITING_WRITERS)
@@ -93,8 +101,17 @@ class SqliteDatabase:
         self._checkpointer = threading.Thread()  # never started: not alive
 
     async def write(self, transaction: Transaction[T]) -> T:
+        return await self._write(transaction, on_driver=False)
+
+    async def write_statements(self, transaction: Transaction[T]) -> T:
+        # BEGIN and COMMIT go to the driver: SQLAlchemy's transaction objects and events cost 50,000 instructions
+        # a transaction (callgrind), 3% of a chat turn's four. A Session would begin a transaction of its own on
+        # the connection and roll it back on close, which is why `write` keeps SQLAlchemy's.
+        return await self._write(transaction, on_driver=True)
+
+    async def _write(self, transaction: Transaction[T], *, on_driver: bool) -> T:
         try:
-            result = self._write_on_loop(transaction)
+            result = self._write_on_driver(transaction) if on_driver else self._write_on_loop(transaction)
         except (OperationalError, sqlite3.OperationalError) as exc:
             if not _is_busy(exc):
                 raise
@@ -109,15 +126,42 @@ class SqliteDatabase:
         return result
 
     def _write_on_loop(self, transaction: Transaction[T]) -> T:
+        writer, _ = self._loop_writer()
+        with writer.begin():
+            return transaction(writer)
+
+    def _write_on_driver(self, transaction: Transaction[T]) -> T:
+        writer, driver = self._loop_writer()
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            result = transaction(writer)
+            # `Connection.execute` made SQLAlchemy begin too (`_sqlite_begin` found SQLite's transaction open):
+            # its commit ends SQLite's.
+            if writer.in_transaction():
+                writer.commit()
+            elif driver.in_transaction:
+                driver.execute("COMMIT")
+            else:
+                raise RuntimeError("the transaction was ended inside write_statements (a Session? use write)")
+        except BaseException:
+            if writer.in_transaction():
+                writer.rollback()
+            elif driver.in_transaction:
+                driver.execute("ROLLBACK")
+            raise
+        return result
+
+    def _loop_writer(self) -> tuple[Connection, sqlite3.Connection]:
         if self._writer is None:
-            self._writer = self.engine.connect()
-            self._writer.info["is_writer"] = True
-            driver = self._writer.connection.driver_connection
-            if driver is not None:
-                driver.execute("PRAGMA busy_timeout=0")  # never wait on the loop: see write()
-                driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a worker thread
-        with self._writer.begin():
-            return transaction(self._writer)
+            writer = self.engine.connect()
+            writer.info["is_writer"] = True
+            driver = writer.connection.driver_connection
+            if not isinstance(driver, sqlite3.Connection):  # pragma: no cover - the sqlite:// dialect's driver
+                raise RuntimeError("the SQLite writer has no sqlite3 connection")
+            driver.execute("PRAGMA busy_timeout=0")  # never wait on the loop: see write()
+            driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a worker thread
+            self._writer = (writer, driver)
+        return self._writer
 
     def _write_waiting(self, transaction: Transaction[T]) -> T:
         with self._waiting_lock:
@@ -148,7 +192,7 @@ class SqliteDatabase:
 
     async def aclose(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            self._writer[0].close()
 
         def close() -> None:
             if self._checkpointer.is_alive():
@@ -184,6 +228,8 @@ def _sqlite_begin(connection: Connection) -> None:
     driver = connection.connection.driver_connection
     if driver is None:  # pragma: no cover - a checked-out connection always has one
         raise RuntimeError("no SQLite connection to begin a transaction on")
+    if driver.in_transaction:  # begun on the driver by `write_statements`
+        return
     driver.execute("BEGIN IMMEDIATE" if connection.info.get("is_writer") else "BEGIN")
 
 
@@ -196,6 +242,9 @@ class AsyncDriverDatabase:
     async def write(self, transaction: Transaction[T]) -> T:
         async with self.engine.begin() as connection:
             return await connection.run_sync(transaction)
+
+    async def write_statements(self, transaction: Transaction[T]) -> T:
+        return await self.write(transaction)
 
     async def read(self, transaction: Transaction[T]) -> T:
         async with self.engine.connect() as connection:

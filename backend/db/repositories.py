@@ -218,7 +218,7 @@ class ConversationStore:
         conversation = Conversation(
             id=new_id(), title=title, kind=kind.value, created_at=now, updated_at=now, version=0
         )
-        await self.database.write(lambda connection: _insert(connection, conversation))
+        await self.database.write_statements(lambda connection: _insert(connection, conversation))
         return conversation
 
     async def get(self, conversation_id: str) -> Conversation:
@@ -287,7 +287,7 @@ class ConversationStore:
     async def start_turn(self, conversation_id: str, content: str) -> tuple[TurnRecord, MessageRecord]:
         """Store the user's message (before any model call) in a new running turn."""
         turn, message = _new_turn(conversation_id, content)
-        version = await self.database.write(lambda connection: _insert_turn(connection, turn, message))
+        version = await self.database.write_statements(lambda connection: _insert_turn(connection, turn, message))
         self._saw(conversation_id, version, None)
         return turn, message
 
@@ -316,7 +316,7 @@ class ConversationStore:
             read = _read_context_turns(connection, picked.missing) if picked.missing else {}
             return turn, message, ContextWindow(picked.turn_ids, read), seen
 
-        turn, message, window, seen = await self.database.write(write)
+        turn, message, window, seen = await self.database.write_statements(write)
         self._saw(turn.conversation_id, seen.version, seen)
         return turn, message, window
 
@@ -345,7 +345,7 @@ class ConversationStore:
             )
             for index, call in enumerate(tool_calls)
         ]
-        await self.database.write(lambda connection: _insert(connection, message, *message.tool_calls))
+        await self.database.write_statements(lambda connection: _insert(connection, message, *message.tool_calls))
         return message
 
     async def finish_tool_call(self, call: ToolCallRecord, outcome: ToolCallOutcome) -> None:
@@ -357,7 +357,9 @@ class ConversationStore:
             "status": outcome.status.value,
             "duration_ms": outcome.duration_ms,
         }
-        await self.database.write(lambda connection: _UPDATE_TOOL_CALL.run(connection, {"b_id": call.id, **values}))
+        await self.database.write_statements(
+            lambda connection: _UPDATE_TOOL_CALL.run(connection, {"b_id": call.id, **values})
+        )
         for name, value in values.items():
             setattr(call, name, value)
 
@@ -388,7 +390,7 @@ class ConversationStore:
                 connection.execute(_CANCEL_RUNNING_TOOL_CALLS, {"b_turn_id": turn.id})
             return _bump_version(connection, turn.conversation_id)
 
-        version = await self.database.write(write)
+        version = await self.database.write_statements(write)
         seen = self._finished.get(turn.conversation_id)
         if seen is not None and seen.version == version - 1:
             turns = seen.turns.copy()  # a new list: a context being picked from the old one keeps it whole

@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
 from backend.db.database import CHECKPOINT_EVERY_COMMITS, SqliteDatabase
 from tests.support.waiting import wait_until
@@ -91,7 +92,9 @@ def _driver_insert(value: object) -> Callable[[Connection], None]:
     return transaction
 
 
-async def test_writes_on_the_driver_and_through_sqlalchemy_share_one_transaction(database: SqliteDatabase) -> None:
+async def test_statements_on_the_driver_and_through_sqlalchemy_share_one_transaction(
+    database: SqliteDatabase,
+) -> None:
     def both_then_fail(connection: Connection) -> None:
         _driver_insert("driver")(connection)
         _insert("sqlalchemy")(connection)
@@ -103,16 +106,34 @@ async def test_writes_on_the_driver_and_through_sqlalchemy_share_one_transaction
 
     for failing in (both_then_fail, driver_then_fail):
         with pytest.raises(ValueError, match="stop"):
-            await database.write(failing)
+            await database.write_statements(failing)
     assert await _values(database) == []
 
     def both(connection: Connection) -> None:
         _driver_insert("driver")(connection)
         _insert("sqlalchemy")(connection)
 
-    await database.write(both)
-    await database.write(_driver_insert("driver alone"))
+    await database.write_statements(both)
+    await database.write_statements(_driver_insert("driver alone"))
     assert await _values(database) == ["driver", "sqlalchemy", "driver alone"]
+
+
+def _insert_in_session(value: object) -> Callable[[Connection], None]:
+    def transaction(connection: Connection) -> None:
+        with Session(connection) as session:
+            session.execute(text("INSERT INTO t VALUES (:x)"), {"x": value})
+            session.flush()
+
+    return transaction
+
+
+async def test_a_session_writes_through_write_and_is_refused_by_write_statements(database: SqliteDatabase) -> None:
+    await database.write(_insert_in_session("kept"))
+    # Its close would roll back what it began: refused loudly, not lost quietly.
+    with pytest.raises(RuntimeError, match="use write"):
+        await database.write_statements(_insert_in_session("lost"))
+    await database.write_statements(_driver_insert("after"))
+    assert await _values(database) == ["kept", "after"]
 
 
 async def test_the_wal_is_checkpointed_into_the_database_file_while_the_app_writes(
