@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.api.disconnect import cancel_on_disconnect
-from backend.deps import Chat, Store
+from backend.deps import Store, chat_of
 from backend.errors import AppError, BadRequestError
 from backend.services import tool_arguments
 from backend.services.chat_service import history_messages
@@ -54,8 +54,9 @@ async def _message_from(request: Request) -> str:
         }
     },
 )
-async def legacy_chat(request: Request, chat: Chat) -> JSONResponse:
+async def legacy_chat(request: Request) -> JSONResponse:
     """`{"message"}` → `{"response", "tool_calls": [{"name", "args", "result", "id"}]}`."""
+    chat = chat_of(request)
     message = await _message_from(request)
     chat.check_ready(message)
     outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(message))

@@ -19,7 +19,7 @@ from backend.api.schemas import (
 )
 from backend.api.sse import TurnStream
 from backend.api.views import conversation_detail, conversation_out, message_out, tool_call_out
-from backend.deps import Chat, Store
+from backend.deps import Chat, Store, chat_of, store_of
 from backend.services.chat_service import TurnOutcome
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -65,10 +65,9 @@ async def delete_conversation(conversation_id: str, store: Store) -> Response:
     responses={200: {"content": {"text/event-stream": {"description": "the turn as Server-Sent Events"}}}},
     response_model=TurnResponse,
 )
-async def send_message(
-    conversation_id: str, body: MessageCreate, request: Request, store: Store, chat: Chat
-) -> TurnResponse | TurnStream:
+async def send_message(conversation_id: str, body: MessageCreate, request: Request) -> TurnResponse | TurnStream:
     """Answer a user message: wait for the final answer (JSON), or stream the turn (`Accept: text/event-stream`)."""
+    chat, store = chat_of(request), store_of(request)
     chat.check_ready(body.content)
     if "text/event-stream" in request.headers.get("accept", ""):
         await store.get(conversation_id)  # a 404 before the stream starts (a JSON turn finds out by itself)

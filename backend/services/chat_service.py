@@ -205,7 +205,8 @@ class ChatService:
         )
         conversation_id = turn.conversation_id
         log.info("chat.turn.started", conversation_id=conversation_id, turn_id=turn.id)
-        await watch(TurnEvent("message.created", message_payload(user_message)))
+        if emit is not None:
+            await emit(TurnEvent("message.created", message_payload(user_message)))
         state = _TurnState(turn=turn, user_message=user_message, tokens=tokens, is_streamed=emit is not None)
         status = TurnStatus.FAILED
         started_s = time.perf_counter()
@@ -219,15 +220,16 @@ class ChatService:
             status = TurnStatus.CANCELLED
             raise
         finally:
-            with CancelScope(shield=True):
-                await self._settle(state, status)
-                log.info(
-                    "chat.turn.finished",
-                    conversation_id=conversation_id,
-                    turn_id=turn.id,
-                    status=status.value,
-                    duration_ms=round((time.perf_counter() - started_s) * 1000, 2),
-                )
+            if state.settled_as is None:  # the answer stored the turn's end unless it failed or was cancelled
+                with CancelScope(shield=True):
+                    await self._settle(state, status)
+            log.info(
+                "chat.turn.finished",
+                conversation_id=conversation_id,
+                turn_id=turn.id,
+                status=status.value,
+                duration_ms=round((time.perf_counter() - started_s) * 1000, 2),
+            )
         # Built from what was stored, as it was stored: no read-back.
         return TurnOutcome(
             turn=turn,
