@@ -9,6 +9,7 @@ history turn's JSON encoded once (see `_EncodedTurns`).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from operator import itemgetter
 from typing import Any, TypeVar, cast
@@ -179,26 +180,30 @@ class OpenAIProvider:
 # it up message by message still a tenth.
 HISTORY_JSON_CACHE_BYTES = 8_000_000
 HISTORY_JSON_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that short turns count too
+# Histories kept joined, for the later model calls of turns running at once (one kept: under 8 concurrent turns
+# their calls interleaved and nearly every one joined its history again, 5% of the CPU, py-spy).
+RECENT_HISTORIES = 32
 
 
 class _EncodedTurns:
     """Each history turn's messages as JSON (comma-separated, no brackets), by the turn object's identity.
 
     An entry holds its turn, so the id cannot be reused by another object while the entry lives. Lookups peek,
-    so the oldest entry goes first (an evicted turn that comes again is simply encoded again). The last history
-    asked for is kept joined when it is a tuple (immutable, so the same object means the same turns): a turn's
-    later model calls pass the same one."""
+    so the oldest entry goes first (an evicted turn that comes again is simply encoded again). The last
+    RECENT_HISTORIES histories asked for are kept joined when they are tuples (immutable, so the same object
+    means the same turns): a turn's later model calls pass the same one."""
 
     def __init__(self) -> None:
         self._cache: WeightedCache[int, tuple[HistoryTurn, bytes]] = WeightedCache(
             HISTORY_JSON_CACHE_BYTES, lambda entry: len(entry[1]) + HISTORY_JSON_ENTRY_BYTES
         )
-        self._last: tuple[tuple[HistoryTurn, ...], bytes] | None = None
+        self._recent: OrderedDict[int, tuple[tuple[HistoryTurn, ...], bytes]] = OrderedDict()
 
     def encode(self, history: Sequence[HistoryTurn]) -> bytes:
         """The history's messages as JSON, comma-separated, without brackets (empty for no messages)."""
-        if self._last is not None and self._last[0] is history:
-            return self._last[1]
+        recent = self._recent.get(id(history))
+        if recent is not None and recent[0] is history:
+            return recent[1]
         hits = self._cache.peek_many(map(id, history))
         if None in hits:
             for index, (turn, hit) in enumerate(zip(history, hits, strict=True)):
@@ -210,7 +215,9 @@ class _EncodedTurns:
         filled = cast("list[tuple[HistoryTurn, bytes]]", hits)
         joined = b",".join(filter(None, map(_JSON, filled)))
         if isinstance(history, tuple):
-            self._last = (history, joined)
+            self._recent[id(history)] = (history, joined)
+            if len(self._recent) > RECENT_HISTORIES:
+                self._recent.popitem(last=False)
         return joined
 
 

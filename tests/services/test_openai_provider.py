@@ -109,3 +109,24 @@ async def test_a_turns_later_calls_reuse_its_history_and_still_carry_their_own_m
         [*before, {"role": "user", "content": "q"}, {"role": "assistant", "content": "partial"}],
         [{"role": "user", "content": "alone"}],
     ]
+
+
+async def test_turns_running_at_once_each_send_their_own_history(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
+    first: tuple[HistoryTurn, ...] = ((UserMessage("one"), AssistantMessage("1")),)
+    second: tuple[HistoryTurn, ...] = (*first, (UserMessage("two"), AssistantMessage("2")))
+    try:
+        for history in (first, second, first, second):  # two turns' model calls, interleaved
+            fake_llm.script(Reply.say("ok"))
+            _ = [event async for event in provider.stream(ModelCall([UserMessage("q")], history=history))]
+    finally:
+        await provider.aclose()
+    one = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}]
+    both = [*one, {"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]
+    question = {"role": "user", "content": "q"}
+    assert [request["messages"] for request in fake_llm.requests] == [
+        [*one, question],
+        [*both, question],
+        [*one, question],
+        [*both, question],
+    ]
