@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +67,7 @@ log = structlog.get_logger(__name__)
 # few dozen with 100 KB tool results.
 HISTORY_CACHE_UNITS = 4_000_000
 HISTORY_CACHE_TURN_COST = 1_000
+RECENT_HISTORIES = 64  # conversations whose last history is kept whole (see ChatService._history)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,9 @@ class ChatService:
         self.running = RunningTurns()
         self._rendered: WeightedCache[str, HistoryTurn] = WeightedCache(HISTORY_CACHE_UNITS, _cache_units)
         self._tools: tuple[list[ToolInfo], tuple[ToolDefinition, ...]] = ([], ())
+        # Each conversation's last history, by its turn ids: turns that start together get the same tuple, so
+        # the provider's JSON of it is reused too.
+        self._recent_histories: OrderedDict[str, tuple[list[str], tuple[HistoryTurn, ...]]] = OrderedDict()
 
     def check_ready(self, content: str) -> LLMProvider:
         """Refuse a message before anything is stored or sent.
@@ -285,11 +289,20 @@ class ChatService:
     async def _history(self, state: _TurnState, window: ContextWindow) -> tuple[HistoryTurn, ...]:
         """The turns in `window` as model messages, oldest first (a tuple: the same object for every model call
         of the turn, which a provider may key on)."""
+        conversation_id = state.turn.conversation_id
+        recent = self._recent_histories.get(conversation_id)
+        if recent is not None and recent[0] == window.turn_ids:  # turns that started with the same context
+            return recent[1]
         rendered = self._render(window)
         if rendered is None:  # a concurrent turn pushed one out of the cache since the read: read them all
             budget = self._context_budget(state.tokens)
             rendered = self._render(await self._store.context_turns(state.turn, budget)) or []
-        return tuple(rendered)
+        history = tuple(rendered)
+        self._recent_histories[conversation_id] = (window.turn_ids, history)
+        self._recent_histories.move_to_end(conversation_id)
+        if len(self._recent_histories) > RECENT_HISTORIES:
+            self._recent_histories.popitem(last=False)
+        return history
 
     def _render(self, window: ContextWindow) -> list[HistoryTurn] | None:
         if not window.turns:  # the usual case: every turn is in the cache
