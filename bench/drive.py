@@ -16,7 +16,17 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.run import Tree, chat_call, concurrent, fake_model_command, host_command, mcpchat_env, sequential, spawn
+from bench.run import (
+    Tree,
+    chat_call,
+    concurrent,
+    fake_model_command,
+    host_command,
+    mcpchat_env,
+    sequential,
+    spawn,
+    v1_turn,
+)
 from tests.support.processes import free_port, wait_http_ok
 
 
@@ -33,10 +43,17 @@ async def main(args: argparse.Namespace) -> None:
         app, model = Tree(chat.pid), Tree(fake.pid)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{chat_port}", timeout=30, limits=limits) as http:
+            call = chat_call(http)
+            if args.route == "v1":  # MCP Chat's own API: turns in one conversation, answered as JSON
+                conversation_id = (await http.post("/v1/conversations", json={})).json()["id"]
+
+                async def call() -> bool:
+                    return await v1_turn(http, conversation_id)
+
             if args.prefill:
-                await sequential(args.prefill, chat_call(http))
+                await sequential(args.prefill, call)
             app_s, model_s = app.cpu_s(), model.cpu_s()
-            result = await concurrent(args.clients, args.seconds, chat_call(http))
+            result = await concurrent(args.clients, args.seconds, call)
             turns = max(int(result["n"]), 1)
             sys.stdout.write(
                 f"{args.clients} clients, {args.seconds:g} s: {result['throughput_per_s']} correct turns/s, "
@@ -53,6 +70,7 @@ async def main(args: argparse.Namespace) -> None:
 def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.drive", description=__doc__)
     parser.add_argument("--host", choices=("mcpchat", "floor"), default="mcpchat")
+    parser.add_argument("--route", choices=("legacy", "v1"), default="legacy", help="/api/chat, or v1 messages")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--prefill", type=int, default=200, help="sequential turns before measuring")
