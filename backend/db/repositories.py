@@ -381,7 +381,7 @@ class ConversationStore:
             call.status == ToolCallStatus.RUNNING.value for call in tool_calls
         )
 
-        def write(connection: Connection) -> int:
+        def write(connection: Connection) -> int | None:
             if answer is not None:
                 _insert(connection, answer)
             values = {"b_id": turn.id, "status": status.value, "tokens": tokens, "finished_at": finished_at}
@@ -390,9 +390,11 @@ class ConversationStore:
                 connection.execute(_CANCEL_RUNNING_TOOL_CALLS, {"b_turn_id": turn.id})
             return _bump_version(connection, turn.conversation_id)
 
-        version = await self.database.write_statements(write)
+        version = await self.database.write_statements(write)  # None: the conversation was deleted meanwhile
         seen = self._finished.get(turn.conversation_id)
-        if seen is not None and seen.version == version - 1:
+        if version is None:
+            self._finished.pop(turn.conversation_id, None)
+        elif seen is not None and seen.version == version - 1:
             turns = seen.turns.copy()  # a new list: a context being picked from the old one keeps it whole
             insort(turns, (_naive_utc(turn.started_at), turn.id, tokens))
             del turns[:-CONTEXT_TURN_WINDOW]
@@ -506,11 +508,11 @@ def _new_turn(conversation_id: str, content: str) -> tuple[TurnRecord, MessageRe
 
 def _insert_turn(connection: Connection, turn: TurnRecord, message: MessageRecord) -> int:
     """Insert a new turn and its user message; the conversation's version after it."""
-    touched = _TOUCH_CONVERSATION.run(connection, {"b_id": turn.conversation_id, "updated_at": turn.started_at})
-    if not touched:
+    version = _bump_version(connection, turn.conversation_id, {"updated_at": turn.started_at})
+    if version is None:
         raise _not_found(turn.conversation_id)
     _insert(connection, turn, message)
-    return int(_CONVERSATION_VERSION.rows(connection, {"b_id": turn.conversation_id})[0][0])
+    return version
 
 
 def _context_window(connection: Connection, turn: TurnRecord, max_tokens: int, known: Container[str]) -> ContextWindow:
@@ -551,8 +553,10 @@ def _naive_utc(value: datetime | str) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
-def _bump_version(connection: Connection, conversation_id: str) -> int:
-    _TOUCH_CONVERSATION.run(connection, {"b_id": conversation_id})
+def _bump_version(connection: Connection, conversation_id: str, values: dict[str, Any] | None = None) -> int | None:
+    """Bump the conversation's version (and set `values`); the new version, None if there is no such conversation."""
+    if not _TOUCH_CONVERSATION.run(connection, {"b_id": conversation_id, **(values or {})}):
+        return None
     return int(_CONVERSATION_VERSION.rows(connection, {"b_id": conversation_id})[0][0])
 
 

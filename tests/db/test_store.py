@@ -123,6 +123,15 @@ async def test_a_turn_started_in_a_deleted_conversation_finds_no_remembered_cont
         await store.start_turn_with_context(conversation.id, "again", max_tokens=1000)
 
 
+async def test_a_turn_ends_quietly_when_its_conversation_was_deleted_while_it_ran(store: ConversationStore) -> None:
+    conversation = await store.create()
+    turn, _ = await store.start_turn(conversation.id, "going")
+    await store.delete(conversation.id)
+    await store.finish_turn(turn, TurnStatus.CANCELLED, tokens=1)
+    with pytest.raises(ConversationNotFoundError):
+        await store.history(conversation.id)
+
+
 async def test_tool_calls_left_running_are_cancelled_when_the_turn_ends(store: ConversationStore) -> None:
     conversation = await store.create()
     turn, _ = await store.start_turn(conversation.id, "go")
