@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from operator import itemgetter
+from itertools import accumulate, repeat
+from operator import add, is_, itemgetter, sub
 from typing import Any, TypeVar, cast
 
 import structlog
@@ -183,6 +184,7 @@ HISTORY_JSON_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that s
 # Histories kept joined, for the later model calls of turns running at once (one kept: under 8 concurrent turns
 # their calls interleaved and nearly every one joined its history again, 5% of the CPU, py-spy).
 RECENT_HISTORIES = 32
+MAX_DROPPED_TURNS = 16  # a history that drops more of the last one's oldest turns is joined afresh
 
 
 class _EncodedTurns:
@@ -191,34 +193,71 @@ class _EncodedTurns:
     An entry holds its turn, so the id cannot be reused by another object while the entry lives. Lookups peek,
     so the oldest entry goes first (an evicted turn that comes again is simply encoded again). The last
     RECENT_HISTORIES histories asked for are kept joined when they are tuples (immutable, so the same object
-    means the same turns): a turn's later model calls pass the same one."""
+    means the same turns): a turn's later model calls pass the same one. A new history that continues the last
+    one joined (its oldest turns dropped, new ones added) reuses that one's bytes (`_from_last`)."""
 
     def __init__(self) -> None:
         self._cache: WeightedCache[int, tuple[HistoryTurn, bytes]] = WeightedCache(
             HISTORY_JSON_CACHE_BYTES, lambda entry: len(entry[1]) + HISTORY_JSON_ENTRY_BYTES
         )
         self._recent: OrderedDict[int, tuple[tuple[HistoryTurn, ...], bytes]] = OrderedDict()
+        # The last history joined, and where each of its turns starts in the bytes (one more: where they end).
+        self._last: tuple[tuple[HistoryTurn, ...], bytes, list[int]] | None = None
 
     def encode(self, history: Sequence[HistoryTurn]) -> bytes:
         """The history's messages as JSON, comma-separated, without brackets (empty for no messages)."""
         recent = self._recent.get(id(history))
         if recent is not None and recent[0] is history:
             return recent[1]
-        hits = self._cache.peek_many(map(id, history))
+        if not isinstance(history, tuple):
+            return b",".join(filter(None, map(_JSON, self._entries(history))))
+        joined = self._from_last(history)
+        if joined is None:
+            parts = list(map(_JSON, self._entries(history)))
+            joined = b",".join(parts)
+            if all(parts):  # offsets are kept only where every turn has JSON (any stored turn does)
+                self._last = (history, joined, list(accumulate(map(add, map(len, parts), repeat(1)), initial=0)))
+        self._recent[id(history)] = (history, joined)
+        if len(self._recent) > RECENT_HISTORIES:
+            self._recent.popitem(last=False)
+        return joined
+
+    def _from_last(self, history: tuple[HistoryTurn, ...]) -> bytes | None:
+        """`history` joined from the last one joined, when it is that one with its oldest turns dropped and new
+        ones added (the next turn's context, usually): the kept part is one slice of the last bytes, and only the
+        new turns are looked up. None when it is not."""
+        if self._last is None or not history:
+            return None
+        last, joined, starts = self._last
+        dropped = next((k for k, turn in enumerate(last[:MAX_DROPPED_TURNS]) if turn is history[0]), None)
+        if dropped is None:
+            return None
+        kept = len(last) - dropped
+        if len(history) < kept or not all(map(is_, history[:kept], last[dropped:])):
+            return None
+        added = list(map(_JSON, self._entries(history[kept:])))
+        if not all(added):
+            return None
+        base = starts[dropped]
+        out = b",".join([memoryview(joined)[base:], *added]) if added else joined[base:]
+        kept_starts = list(map(sub, starts[dropped:], repeat(base)))  # the last is the end of the kept part
+        self._last = (
+            history,
+            out,
+            kept_starts + list(accumulate(map(add, map(len, added), repeat(1)), initial=kept_starts[-1]))[1:],
+        )
+        return out
+
+    def _entries(self, turns: Sequence[HistoryTurn]) -> list[tuple[HistoryTurn, bytes]]:
+        """Each turn with its JSON, encoded now for those not kept yet."""
+        hits = self._cache.peek_many(map(id, turns))
         if None in hits:
-            for index, (turn, hit) in enumerate(zip(history, hits, strict=True)):
+            for index, (turn, hit) in enumerate(zip(turns, hits, strict=True)):
                 if hit is None:
                     hits[index] = hit = (turn, b",".join(_dumps(to_openai_message(message)) for message in turn))
                     self._cache.put(id(turn), hit)
-        # Built by C-level loops (a Python loop over a 256-turn history cost 60 us a model call). The cast: no
-        # None is left in `hits`, each was filled above.
-        filled = cast("list[tuple[HistoryTurn, bytes]]", hits)
-        joined = b",".join(filter(None, map(_JSON, filled)))
-        if isinstance(history, tuple):
-            self._recent[id(history)] = (history, joined)
-            if len(self._recent) > RECENT_HISTORIES:
-                self._recent.popitem(last=False)
-        return joined
+        # The cast: no None is left in `hits`, each was filled above.
+        return cast("list[tuple[HistoryTurn, bytes]]", hits)
 
 
 _JSON = itemgetter(1)

@@ -19,7 +19,7 @@ from backend.services.llm_provider import (
     ToolResultMessage,
     UserMessage,
 )
-from backend.services.openai_service import OpenAIProvider
+from backend.services.openai_service import OpenAIProvider, to_openai_message
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.specs import chat_settings
 
@@ -130,3 +130,35 @@ async def test_turns_running_at_once_each_send_their_own_history(tmp_path: Path,
         [*one, question],
         [*both, question],
     ]
+
+
+async def test_each_request_carries_its_window_as_windows_slide_grow_and_jump(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
+    pool: list[HistoryTurn] = [
+        (
+            UserMessage(f"q{i}"),
+            AssistantMessage("", (ToolCallRequest(f"c{i}", "t__x", "{}"),)),
+            ToolResultMessage(f"c{i}", f"r{i}"),
+        )
+        if i % 3 == 0
+        else (UserMessage(f"q{i}"), AssistantMessage(f"a{i}"))
+        for i in range(60)
+    ]
+    # (first, last) turn of each request's window, in order: growing, sliding by one and by several, the same
+    # turns in a new tuple, a jump to unrelated turns, shrinking, and sliding past the last window's end.
+    windows = [(0, 3), (0, 4), (1, 5), (4, 9), (4, 9), (30, 40), (30, 35), (33, 50), (49, 52), (0, 1)]
+    try:
+        for first, last in windows:
+            fake_llm.script(Reply.say("ok"))
+            call = ModelCall([UserMessage("now")], history=tuple(pool[first:last]))
+            _ = [event async for event in provider.stream(call)]
+    finally:
+        await provider.aclose()
+    expected = [
+        [to_openai_message(message) for turn in pool[first:last] for message in turn]
+        + [{"role": "user", "content": "now"}]
+        for first, last in windows
+    ]
+    assert [request["messages"] for request in fake_llm.requests] == expected
