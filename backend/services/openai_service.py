@@ -182,8 +182,9 @@ class OpenAIProvider:
 HISTORY_JSON_CACHE_BYTES = 8_000_000
 HISTORY_JSON_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that short turns count too
 # Histories kept joined, for the later model calls of turns running at once (one kept: under 8 concurrent turns
-# their calls interleaved and nearly every one joined its history again, 5% of the CPU, py-spy).
-RECENT_HISTORIES = 32
+# their calls interleaved and nearly every one joined its history again, 5% of the CPU, py-spy). Each is up to a
+# context's JSON (90 KB at the benchmark's 256 short turns), so not more.
+RECENT_HISTORIES = 16
 MAX_DROPPED_TURNS = 16  # a history that drops more of the last one's oldest turns is joined afresh
 
 
