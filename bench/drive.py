@@ -9,6 +9,7 @@ host's process tree and of the fake model. Attach a profiler to the printed pid 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +35,11 @@ async def main(args: argparse.Namespace) -> None:
     fake_port, chat_port = free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     fake = spawn(fake_model_command(fake_port), {})
-    database_url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='mcpchat-drive-')) / 'mcpchat.db'}"
+    scratch: Path | None = None
+    database_url = args.database_url
+    if database_url is None:  # a new SQLite file, removed at the end
+        scratch = Path(tempfile.mkdtemp(prefix="mcpchat-drive-"))
+        database_url = f"sqlite:///{scratch / 'mcpchat.db'}"
     chat = spawn(host_command(args.host, chat_port, model_url), mcpchat_env(chat_port, model_url, database_url))
     try:
         await wait_http_ok(f"{model_url}/models")
@@ -65,6 +70,8 @@ async def main(args: argparse.Namespace) -> None:
         for process in (chat, fake):
             process.terminate()
             process.wait(timeout=15)
+        if scratch is not None:  # the database it made for this run
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def cli() -> None:
