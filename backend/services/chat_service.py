@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -163,7 +163,9 @@ class ChatService:
         self._tools: tuple[list[ToolInfo], tuple[ToolDefinition, ...]] = ([], ())
         # Each conversation's last history, by its turn ids: turns that start together get the same tuple, so
         # the provider's JSON of it is reused too.
-        self._recent_histories: OrderedDict[str, tuple[list[str], tuple[HistoryTurn, ...]]] = OrderedDict()
+        self._recent_histories: WeightedCache[str, tuple[list[str], tuple[HistoryTurn, ...]]] = WeightedCache(
+            RECENT_HISTORIES, lambda _entry: 1
+        )
 
     def check_ready(self, content: str) -> LLMProvider:
         """Refuse a message before anything is stored or sent.
@@ -298,10 +300,7 @@ class ChatService:
             budget = self._context_budget(state.tokens)
             rendered = self._render(await self._store.context_turns(state.turn, budget)) or []
         history = tuple(rendered)
-        self._recent_histories[conversation_id] = (window.turn_ids, history)
-        self._recent_histories.move_to_end(conversation_id)
-        if len(self._recent_histories) > RECENT_HISTORIES:
-            self._recent_histories.popitem(last=False)
+        self._recent_histories.put(conversation_id, (window.turn_ids, history))
         return history
 
     def _render(self, window: ContextWindow) -> list[HistoryTurn] | None:

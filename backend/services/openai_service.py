@@ -9,7 +9,6 @@ history turn's JSON encoded once (see `_EncodedTurns`).
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from itertools import accumulate, repeat
 from operator import add, is_, itemgetter, sub
@@ -201,7 +200,9 @@ class _EncodedTurns:
         self._cache: WeightedCache[int, tuple[HistoryTurn, bytes]] = WeightedCache(
             HISTORY_JSON_CACHE_BYTES, lambda entry: len(entry[1]) + HISTORY_JSON_ENTRY_BYTES
         )
-        self._recent: OrderedDict[int, tuple[tuple[HistoryTurn, ...], bytes]] = OrderedDict()
+        self._recent: WeightedCache[int, tuple[tuple[HistoryTurn, ...], bytes]] = WeightedCache(
+            RECENT_HISTORIES, lambda _entry: 1
+        )
         # The last history joined, and where each of its turns starts in the bytes (one more: where they end).
         self._last: tuple[tuple[HistoryTurn, ...], bytes, list[int]] | None = None
 
@@ -217,10 +218,8 @@ class _EncodedTurns:
             parts = list(map(_JSON, self._entries(history)))
             joined = b",".join(parts)
             if all(parts):  # offsets are kept only where every turn has JSON (any stored turn does)
-                self._last = (history, joined, list(accumulate(map(add, map(len, parts), repeat(1)), initial=0)))
-        self._recent[id(history)] = (history, joined)
-        if len(self._recent) > RECENT_HISTORIES:
-            self._recent.popitem(last=False)
+                self._last = (history, joined, _starts(parts, 0))
+        self._recent.put(id(history), (history, joined))
         return joined
 
     def _from_last(self, history: tuple[HistoryTurn, ...]) -> bytes | None:
@@ -242,11 +241,7 @@ class _EncodedTurns:
         base = starts[dropped]
         out = b",".join([memoryview(joined)[base:], *added]) if added else joined[base:]
         kept_starts = list(map(sub, starts[dropped:], repeat(base)))  # the last is the end of the kept part
-        self._last = (
-            history,
-            out,
-            kept_starts + list(accumulate(map(add, map(len, added), repeat(1)), initial=kept_starts[-1]))[1:],
-        )
+        self._last = (history, out, kept_starts + _starts(added, kept_starts[-1])[1:])
         return out
 
     def _entries(self, turns: Sequence[HistoryTurn]) -> list[tuple[HistoryTurn, bytes]]:
@@ -262,6 +257,11 @@ class _EncodedTurns:
 
 
 _JSON = itemgetter(1)
+
+
+def _starts(parts: list[bytes], first: int) -> list[int]:
+    """Where each of `parts` starts once they are joined with commas from offset `first`, and where the next would."""
+    return list(accumulate(map(add, map(len, parts), repeat(1)), initial=first))
 
 
 def _dumps(value: Any) -> bytes:
