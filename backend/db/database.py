@@ -6,9 +6,11 @@ a chat turn's writes are a few hundred microseconds of work each, and handing ea
 than the work (under 8 concurrent turns, writers queued on the lock while waiting for the GIL: 100 turns/s
 threaded, 130 inline, `python -m bench.drive`). So that the loop never waits on a lock or a disk flush, that
 connection does not wait for another process's write lock (a busy database sends the transaction to a worker
-thread that does wait), and it never checkpoints the WAL: every CHECKPOINT_EVERY_COMMITS commits a thread of
-its own does, while requests go on. Reads use pooled connections on worker threads and never wait for the
-writer (WAL). Any other URL, PostgreSQL included, runs the same functions on the async driver through `run_sync`.
+thread that does wait), and it checkpoints only the WAL's tail: every CHECKPOINT_EVERY_COMMITS commits a thread
+of its own copies the bulk into the database file while requests go on, and the writer's next commit after it
+copies what was committed meanwhile (see `_write`). Reads use pooled connections on worker threads and never
+wait for the writer (WAL). Any other URL, PostgreSQL included, runs the same functions on the async driver
+through `run_sync`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ SQLITE_WAITING_WRITERS = 8  # threads that may wait for another process's write 
 # About 5,000 WAL pages (20 MB) at a chat turn's writes: fewer, larger checkpoints copy a page the turns keep
 # rewriting (an index's last leaf) once, not once every 200 commits (the checkpoint thread: 2.4% of the CPU).
 CHECKPOINT_EVERY_COMMITS = 1_000
+# A WAL file longer than this is cut back to it when SQLite starts writing it from the beginning again.
+WAL_SIZE_LIMIT_BYTES = 64 * 2**20
 
 
 def async_url(url: str) -> str:
@@ -101,6 +105,7 @@ class SqliteDatabase:
         self._read_threads = anyio.CapacityLimiter(SQLITE_READERS)
         self._commits = 0
         self._checkpointer = threading.Thread()  # never started: not alive
+        self._tail_due = False  # the checkpoint thread ran: the writer checkpoints what came after its start
 
     async def write(self, transaction: Transaction[T]) -> T:
         return await self._write(transaction, on_driver=False)
@@ -120,12 +125,29 @@ class SqliteDatabase:
             # Another process holds the write lock (BEGIN IMMEDIATE failed, so nothing ran): wait on a thread.
             return await anyio.to_thread.run_sync(self._write_waiting, transaction, limiter=self._waiting_threads)
         self._commits += 1
-        if self._commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointer.is_alive():
+        if self._tail_due and not self._checkpointer.is_alive():
+            self._checkpoint_tail()
+        elif self._commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointer.is_alive():
             self._commits = 0
             # A thread of its own, so that no request waits for it; at most one at a time.
             self._checkpointer = threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
+            self._tail_due = True
         return result
+
+    def _checkpoint_tail(self) -> None:
+        # SQLite writes its WAL from the beginning again only once a checkpoint has copied every frame in it, and
+        # under steady writes the thread's checkpoint never has: the frames committed while it ran are left, so
+        # the WAL grew without end (228 MB after 2,500 chat turns, beside a 3 MB database). Those few frames are
+        # copied here, on the writer, between transactions; PASSIVE never waits (a reader's snapshot keeps its
+        # frames, and the next round tries again).
+        self._tail_due = False
+        _, driver = self._loop_writer()
+        try:
+            driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+        except sqlite3.OperationalError as exc:  # another process is checkpointing: its checkpoint will do
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
 
     def _write_on_loop(self, transaction: Transaction[T]) -> T:
         writer, _ = self._loop_writer()
@@ -220,6 +242,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes in WAL mode
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 

@@ -145,3 +145,17 @@ async def test_the_wal_is_checkpointed_into_the_database_file_while_the_app_writ
     # The writer never checkpoints and nothing has closed, so only the checkpoint thread can move the pages
     # into the database file itself (while the writes go on: it is waited for here, not by them).
     await wait_until(lambda: path.stat().st_size > CHECKPOINT_EVERY_COMMITS * PAGE_BYTES)
+
+
+async def test_the_wal_stays_bounded_while_the_app_writes_without_pause(database: SqliteDatabase, path: Path) -> None:
+    blob = b"x" * PAGE_BYTES
+    wal = path.with_name(path.name + "-wal")
+    largest = 0
+    for _ in range(6 * CHECKPOINT_EVERY_COMMITS):  # never a pause for the checkpoint thread to catch up in
+        await database.write(_insert(blob))
+        largest = max(largest, wal.stat().st_size)
+    # Each commit adds a frame for the row's page and one for the table's interior page. Once a checkpoint has
+    # copied every frame, the next transaction writes the WAL from its beginning: it never holds much more than
+    # one round of commits (six rounds' worth, 50 MB, when it was never started again).
+    assert largest < 3 * CHECKPOINT_EVERY_COMMITS * 2 * (PAGE_BYTES + 24)
+    assert len(await _values(database)) == 6 * CHECKPOINT_EVERY_COMMITS
