@@ -8,6 +8,7 @@ message is never stored without a place for its results.
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -17,11 +18,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def new_id() -> str:
-    """A random (version 4) UUID in its usual text form: `str(uuid.uuid4())`, without building a UUID object
-    (five a chat turn, 1.4% of its CPU under load)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    """A version-7 UUID (RFC 9562) in its usual text form: the millisecond it was made, then 74 random bits.
+
+    Ids made later sort later, so a table's primary-key index and the indexes that lead with another row's id
+    (a message's turn, a tool call's message) grow at their right edge: each insert dirties the pages the last
+    one did, not one random page per index in a file larger than SQLite's page cache (version 4's random ids
+    wrote and re-read a page per index per insert). Built from os.urandom directly: a UUID object per id was
+    1.4% of a turn's CPU under load."""
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    raw[6] = raw[6] & 0x0F | 0x70  # version 7
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 9562 variant
     text = raw.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
