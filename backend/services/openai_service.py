@@ -178,8 +178,11 @@ class OpenAIProvider:
 # A conversation's history reaches the provider as the same turn objects on every call (the chat service keeps
 # them rendered), so each turn's JSON is kept too: encoding the history was a third of a turn's CPU, and looking
 # it up message by message still a tenth.
-HISTORY_JSON_CACHE_BYTES = 8_000_000
-HISTORY_JSON_ENTRY_BYTES = 300  # what an entry costs beside its JSON, so that short turns count too
+# An entry keeps its turn alive, so the bound is the chat service's for its rendered turns (4 MB of text, 1,000 a
+# turn): sized larger (8 MB, 300 a turn) it held 3 times the turns the chat service keeps, long dropped there,
+# some 17 MB of them after the benchmark's 20,000 turns (tracemalloc).
+HISTORY_JSON_CACHE_BYTES = 4_000_000
+HISTORY_JSON_ENTRY_BYTES = 1_000  # what an entry costs beside its JSON (its turn's objects), so short turns count
 # Histories kept joined, for the later model calls of turns running at once (one kept: under 8 concurrent turns
 # their calls interleaved and nearly every one joined its history again, 5% of the CPU, py-spy). Each is up to a
 # context's JSON (90 KB at the benchmark's 256 short turns), so not more.
