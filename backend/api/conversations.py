@@ -19,7 +19,7 @@ from backend.api.schemas import (
 )
 from backend.api.sse import TurnStream
 from backend.api.views import conversation_detail, conversation_out, message_out, tool_call_out
-from backend.deps import Chat, Store, chat_of, store_of
+from backend.deps import Chat, Store, chat_of
 from backend.services.chat_service import TurnOutcome
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -67,10 +67,9 @@ async def delete_conversation(conversation_id: str, store: Store) -> Response:
 )
 async def send_message(conversation_id: str, body: MessageCreate, request: Request) -> Response:
     """Answer a user message: wait for the final answer (JSON), or stream the turn (`Accept: text/event-stream`)."""
-    chat, store = chat_of(request), store_of(request)
+    chat = chat_of(request)
     chat.check_ready(body.content)
     if "text/event-stream" in request.headers.get("accept", ""):
-        await store.get(conversation_id)  # a 404 before the stream starts (a JSON turn finds out by itself)
         return TurnStream(lambda emit: chat.run_turn(conversation_id, body.content, emit))
     outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(conversation_id, body.content))
     # Serialized here: the model was just built and checked, and FastAPI would validate it again (30 us).

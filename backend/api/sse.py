@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from backend.db.models import TurnStatus
-from backend.errors import AppError
+from backend.errors import AppError, problem_response
 from backend.logging import current_request_id
 from backend.services.chat_service import Emit, TurnEvent, TurnOutcome
 
@@ -40,14 +40,12 @@ class TurnStream(Response):
         self._turn, self._keepalive_s = turn, keepalive_s
         self._next_id = 0
         self._lock = anyio.Lock()
+        # The stream's headers go with its first frame: a turn that fails before its first event (no such
+        # conversation) answers a plain problem instead, with no read beforehand to find that out.
+        self._is_started = False
+        self._refusal: Response | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),  # nginx: pass events through as they come
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
         async with anyio.create_task_group() as tg:
 
             async def watch_disconnect() -> None:
@@ -67,8 +65,12 @@ class TurnStream(Response):
             tg.start_soon(watch_disconnect)
             tg.start_soon(keepalive)
             tg.start_soon(run)
+        if self._refusal is not None:
+            await self._refusal(scope, receive, send)
+            return
         with anyio.CancelScope(shield=True):
             try:
+                await self._start(send)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
                 pass  # the client is gone
@@ -82,6 +84,9 @@ class TurnStream(Response):
             if outcome.status is TurnStatus.CANCELLED:
                 await self._event(send, "error", _problem(409, "turn-cancelled", "Turn cancelled", CANCELLED_DETAIL))
         except AppError as exc:
+            if not self._is_started:
+                self._refusal = problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.extra)
+                return
             await self._event(send, "error", _problem(exc.status, exc.slug, exc.title, exc.detail))
         await self._event(send, "done", {})
 
@@ -93,7 +98,20 @@ class TurnStream(Response):
 
     async def _write(self, send: Send, body: bytes) -> None:
         async with self._lock:  # frames never interleave
+            await self._start(send)
             await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _start(self, send: Send) -> None:
+        if not self._is_started:
+            self._is_started = True
+            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass events through as they come
+]
 
 
 CANCELLED_DETAIL = "The turn was cancelled; what it had produced is stored with status 'cancelled'."

@@ -65,7 +65,9 @@ async def test_streaming_to_a_missing_conversation_is_a_404_problem_before_any_e
         "/v1/conversations/missing/messages", json={"content": "hi"}, headers={"accept": "text/event-stream"}
     )
     assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"] == "/problems/conversation-not-found"
+    assert response.json()["request_id"] == response.headers["x-request-id"]
     assert fake_llm.requests == []
 
 
