@@ -340,11 +340,12 @@ async def measure(
     )
     out["list_tools"] = {name: samples.summary() for name, samples in listings.items()}
     turns = args.turns
-    conversation = (await mc.post("/v1/conversations", json={})).json()["id"]
+    # Each kind of turn in a conversation of its own, as the legacy route's: each history grows to `turns`.
+    conversation, streamed = [(await mc.post("/v1/conversations", json={})).json()["id"] for _ in range(2)]
     first_deltas = Samples()
 
     async def sse_turn() -> bool:
-        first_ms = await sse_first_delta_ms(mc, conversation)
+        first_ms = await sse_first_delta_ms(mc, streamed)
         if first_ms is None:
             first_deltas.failures += 1
             return False
