@@ -37,6 +37,9 @@ SQLITE_WAITING_WRITERS = 8  # threads that may wait for another process's write 
 # About 5,000 WAL pages (20 MB) at a chat turn's writes: fewer, larger checkpoints copy a page the turns keep
 # rewriting (an index's last leaf) once, not once every 200 commits (the checkpoint thread: 2.4% of the CPU).
 CHECKPOINT_EVERY_COMMITS = 1_000
+# The writer copies the WAL's tail itself (see SqliteDatabase._checkpoint_tail) only when the thread left at most
+# this many frames (4 MB): more means a reader's snapshot held them back, and copying them would stall the loop.
+TAIL_MAX_FRAMES = 1_000
 # A WAL file longer than this is cut back to it when SQLite starts writing it from the beginning again.
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
 
@@ -106,6 +109,7 @@ class SqliteDatabase:
         self._commits = 0
         self._checkpointer = threading.Thread()  # never started: not alive
         self._tail_due = False  # the checkpoint thread ran: the writer checkpoints what came after its start
+        self._frames_left = 0  # the frames the thread's last checkpoint could not copy
 
     async def write(self, transaction: Transaction[T]) -> T:
         return await self._write(transaction, on_driver=False)
@@ -126,7 +130,9 @@ class SqliteDatabase:
             return await anyio.to_thread.run_sync(self._write_waiting, transaction, limiter=self._waiting_threads)
         self._commits += 1
         if self._tail_due and not self._checkpointer.is_alive():
-            self._checkpoint_tail()
+            self._tail_due = False
+            if self._frames_left <= TAIL_MAX_FRAMES:  # more: a reader held them back; the next round tries again
+                self._checkpoint_tail()
         elif self._commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointer.is_alive():
             self._commits = 0
             # A thread of its own, so that no request waits for it; at most one at a time.
@@ -141,7 +147,6 @@ class SqliteDatabase:
         # the WAL grew without end (228 MB after 2,500 chat turns, beside a 3 MB database). Those few frames are
         # copied here, on the writer, between transactions; PASSIVE never waits (a reader's snapshot keeps its
         # frames, and the next round tries again).
-        self._tail_due = False
         _, driver = self._loop_writer()
         try:
             driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
@@ -208,7 +213,8 @@ class SqliteDatabase:
         with self.engine.connect() as connection:
             driver = connection.connection.driver_connection
             if driver is not None:
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+                _busy, frames, copied = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self._frames_left = max(frames - copied, 0)  # -1 and -1: not in WAL mode
 
     async def ping(self) -> None:
         # Abandoned on cancel: a health check that gives up must not wait for a stuck disk.
