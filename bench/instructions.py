@@ -20,18 +20,21 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.run import chat_call, fake_model_command, host_command, mcpchat_env, sequential, spawn
+from bench.run import chat_call, fake_model_command, host_command, mcpchat_env, sequential, spawn, v1_turn
 from tests.support.processes import free_port, wait_http_ok
 
 HOSTS = ("mcpchat", "floor")
 READY_TIMEOUT_S = 300  # start-up under callgrind takes a minute or more
 
 
-async def instructions_per_turn(host: str, turns: int, prefill: int, keep: Path | None = None) -> float:
+async def instructions_per_turn(
+    host: str, turns: int, prefill: int, keep: Path | None = None, route: str = "legacy"
+) -> float:
     """Millions of instructions `host` executes per sequential turn, after `prefill` turns of history.
 
     `keep`: a folder to leave the counted part's callgrind output in, as `<host>.callgrind` (for
-    `callgrind_annotate`)."""
+    `callgrind_annotate`). `route`: MCP Chat's turns through /api/chat ("legacy") or, in a conversation of
+    their own, through POST /v1/conversations/{id}/messages ("v1"); the floor has only /api/chat."""
     fake_port, port = free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     out_dir = Path(tempfile.mkdtemp(prefix="mcpchat-callgrind-"))
@@ -46,9 +49,16 @@ async def instructions_per_turn(host: str, turns: int, prefill: int, keep: Path 
         await wait_http_ok(f"{model_url}/models")
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=READY_TIMEOUT_S)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-            await sequential(prefill, chat_call(http))
+            call = chat_call(http)
+            if route == "v1" and host == "mcpchat":
+                conversation_id = (await http.post("/v1/conversations", json={})).json()["id"]
+
+                async def call() -> bool:
+                    return await v1_turn(http, conversation_id)
+
+            await sequential(prefill, call)
             await anyio.run_process(["callgrind_control", "--zero", str(served.pid)])
-            result = await sequential(turns, chat_call(http))
+            result = await sequential(turns, call)
             await anyio.run_process(["callgrind_control", "--dump", str(served.pid)])
         if result.failures:
             raise RuntimeError(f"{result.failures} of {turns} turns failed their checks on {host}")
@@ -72,11 +82,11 @@ def _keep(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-async def measure(turns: int, prefill: int, keep: Path | None = None) -> dict[str, float] | None:
+async def measure(turns: int, prefill: int, keep: Path | None = None, route: str = "legacy") -> dict[str, float] | None:
     """Each host's instructions per turn (millions), or None without valgrind."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         return None
-    return {host: round(await instructions_per_turn(host, turns, prefill, keep), 3) for host in HOSTS}
+    return {host: round(await instructions_per_turn(host, turns, prefill, keep, route), 3) for host in HOSTS}
 
 
 def cli() -> None:
@@ -84,13 +94,14 @@ def cli() -> None:
     parser.add_argument("--turns", type=int, default=100, help="turns counted")
     parser.add_argument("--prefill", type=int, default=100, help="turns of history sent first")
     parser.add_argument("--keep", type=Path, help="a folder to keep each host's callgrind output in")
+    parser.add_argument("--route", choices=("legacy", "v1"), default="legacy", help="MCP Chat's: /api/chat or v1")
     args = parser.parse_args()
-    counts = anyio.run(measure, args.turns, args.prefill, args.keep)
+    counts = anyio.run(measure, args.turns, args.prefill, args.keep, args.route)
     if counts is None:
         sys.exit("valgrind (with callgrind_control) is not installed: apt install valgrind")
     ratio = counts["mcpchat"] / counts["floor"]
     sys.stdout.write(
-        f"instructions per /api/chat turn (millions, {args.turns} turns after {args.prefill}): "
+        f"instructions per {args.route} turn (millions, {args.turns} turns after {args.prefill}): "
         f"MCP Chat {counts['mcpchat']}, floor {counts['floor']}, ratio {ratio:.2f}x\n"
     )
 
