@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
 
 from backend.db.database import Database, open_database
-from backend.db.migrate import current_revision, upgrade
+from backend.db.migrate import HEAD_REVISION, alembic_config, current_revision, migrate, upgrade
 from backend.db.models import Base, TurnStatus
 from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall
 from tests.support.services import POSTGRES_URL_VAR, service_url
@@ -42,20 +45,56 @@ async def store(database: Database) -> ConversationStore:
     return ConversationStore(database)
 
 
-async def test_migrations_create_every_table_and_rerun_as_a_no_op(database: Database) -> None:
+async def _schema_differences(database: Database) -> list[object]:
+    """What the database's schema lacks or has beyond the models' (server defaults included)."""
+
+    def compare(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_server_default": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    return await database.read(compare)
+
+
+async def test_upgrade_builds_an_empty_database_at_the_newest_revision_and_reruns_as_a_no_op(
+    database: Database,
+) -> None:
     await upgrade(database)
     await upgrade(database)
-    assert await current_revision(database) == "0003"
+    assert await current_revision(database) == HEAD_REVISION
     names = await database.read(lambda connection: set(inspect(connection).get_table_names()))
     assert names >= TABLES | {"alembic_version"}
+    assert await _schema_differences(database) == []
 
 
 async def test_migrations_leave_exactly_the_schema_the_models_describe(database: Database) -> None:
+    await migrate(database, "head")
+    assert await current_revision(database) == HEAD_REVISION
+    assert await _schema_differences(database) == []
+
+
+async def test_upgrade_migrates_a_database_at_an_older_revision(database: Database) -> None:
+    await migrate(database, "0002")
     await upgrade(database)
-    differences = await database.read(
-        lambda connection: compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert await current_revision(database) == HEAD_REVISION
+    assert await _schema_differences(database) == []
+
+
+def test_the_newest_revision_named_in_code_is_the_migrations_folders_head() -> None:
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD_REVISION]
+
+
+def test_starting_on_an_empty_or_current_database_never_loads_alembic(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from backend.db.database import open_database\n"
+        "from backend.db.migrate import upgrade\n"
+        f"database = open_database('sqlite:///{tmp_path / 'app.db'}')\n"
+        "asyncio.run(upgrade(database))\n"
+        "asyncio.run(upgrade(database))\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('alembic', 'mako')))\n"
     )
-    assert differences == []
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
 
 
 async def test_context_holds_only_turns_finished_before_the_turn_began(store: ConversationStore) -> None:
