@@ -19,14 +19,13 @@ import httpx
 
 from bench.run import (
     Tree,
-    chat_call,
     concurrent,
     fake_model_command,
     host_command,
     mcpchat_env,
+    route_call,
     sequential,
     spawn,
-    v1_turn,
 )
 from tests.support.processes import free_port, wait_http_ok
 
@@ -48,13 +47,7 @@ async def main(args: argparse.Namespace) -> None:
         app, model = Tree(chat.pid), Tree(fake.pid)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{chat_port}", timeout=30, limits=limits) as http:
-            call = chat_call(http)
-            if args.route == "v1":  # MCP Chat's own API: turns in one conversation, answered as JSON
-                conversation_id = (await http.post("/v1/conversations", json={})).json()["id"]
-
-                async def call() -> bool:
-                    return await v1_turn(http, conversation_id)
-
+            call = await route_call(http, args.route)
             if args.prefill:
                 await sequential(args.prefill, call)
             app_s, model_s = app.cpu_s(), model.cpu_s()

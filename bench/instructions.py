@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.run import chat_call, fake_model_command, host_command, mcpchat_env, sequential, spawn, v1_turn
+from bench.run import fake_model_command, host_command, mcpchat_env, route_call, sequential, spawn
 from tests.support.processes import free_port, wait_http_ok
 
 HOSTS = ("mcpchat", "floor")
@@ -49,13 +49,7 @@ async def instructions_per_turn(
         await wait_http_ok(f"{model_url}/models")
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=READY_TIMEOUT_S)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-            call = chat_call(http)
-            if route == "v1" and host == "mcpchat":
-                conversation_id = (await http.post("/v1/conversations", json={})).json()["id"]
-
-                async def call() -> bool:
-                    return await v1_turn(http, conversation_id)
-
+            call = await route_call(http, route if host == "mcpchat" else "legacy")
             await sequential(prefill, call)
             await anyio.run_process(["callgrind_control", "--zero", str(served.pid)])
             result = await sequential(turns, call)

@@ -234,6 +234,18 @@ async def v1_turn(http: httpx.AsyncClient, conversation_id: str) -> bool:
     return response.status_code == 200 and response.json()["message"]["content"].endswith(f"= {a + 3}")
 
 
+async def route_call(http: httpx.AsyncClient, route: str) -> Callable[[], Awaitable[bool]]:
+    """Turns through /api/chat ("legacy") or, in a new conversation of their own, v1 messages ("v1")."""
+    if route == "legacy":
+        return chat_call(http)
+    conversation_id = (await http.post("/v1/conversations", json={})).json()["id"]
+
+    async def call() -> bool:
+        return await v1_turn(http, conversation_id)
+
+    return call
+
+
 async def sse_first_delta_ms(http: httpx.AsyncClient, conversation_id: str) -> float | None:
     started = time.perf_counter()
     url = f"/v1/conversations/{conversation_id}/messages"

@@ -60,10 +60,12 @@ def _build_or_check(connection: Connection) -> bool:
         _VERSIONS.create(connection)
         connection.execute(_VERSIONS.insert().values(version_num=HEAD_REVISION))
         return True
-    return _VERSIONS.name in tables and _stored_revision(connection) == HEAD_REVISION
+    return _VERSIONS.name in tables and _version(connection) == HEAD_REVISION
 
 
 def _stored_revision(connection: Connection) -> str | None:
-    if not inspect(connection).has_table(_VERSIONS.name):
-        return None
+    return _version(connection) if inspect(connection).has_table(_VERSIONS.name) else None
+
+
+def _version(connection: Connection) -> str | None:
     return connection.execute(select(_VERSIONS.c.version_num)).scalar()
