@@ -234,11 +234,15 @@ async def v1_turn(http: httpx.AsyncClient, conversation_id: str) -> bool:
     return response.status_code == 200 and response.json()["message"]["content"].endswith(f"= {a + 3}")
 
 
+async def new_conversation(http: httpx.AsyncClient) -> str:
+    return str((await http.post("/v1/conversations", json={})).json()["id"])
+
+
 async def route_call(http: httpx.AsyncClient, route: str) -> Callable[[], Awaitable[bool]]:
     """Turns through /api/chat ("legacy") or, in a new conversation of their own, v1 messages ("v1")."""
     if route == "legacy":
         return chat_call(http)
-    conversation_id = (await http.post("/v1/conversations", json={})).json()["id"]
+    conversation_id = await new_conversation(http)
 
     async def call() -> bool:
         return await v1_turn(http, conversation_id)
@@ -353,7 +357,7 @@ async def measure(
     out["list_tools"] = {name: samples.summary() for name, samples in listings.items()}
     turns = args.turns
     # Each kind of turn in a conversation of its own, as the legacy route's: each history grows to `turns`.
-    conversation, streamed = [(await mc.post("/v1/conversations", json={})).json()["id"] for _ in range(2)]
+    v1_call, streamed = await route_call(mc, "v1"), await new_conversation(mc)
     first_deltas = Samples()
 
     async def sse_turn() -> bool:
@@ -365,13 +369,13 @@ async def measure(
         return True
 
     # A fresh conversation per turn: the same turn without the history the legacy conversation carries.
-    fresh = iter([(await mc.post("/v1/conversations", json={})).json()["id"] for _ in range(turns)])
+    fresh = iter([await new_conversation(mc) for _ in range(turns)])
     chat, cpu_s = await interleaved(
         turns,
         {
             "mcpchat": chat_call(mc),
             "floor": chat_call(fl),
-            "v1": lambda: v1_turn(mc, conversation),
+            "v1": v1_call,
             "v1_fresh": lambda: v1_turn(mc, next(fresh)),
             "sse": sse_turn,
         },
