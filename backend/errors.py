@@ -6,10 +6,14 @@
     │   ├── ToolNotFoundError (404 tool-not-found)
     │   ├── PromptNotFoundError (404 prompt-not-found)
     │   ├── ServerNotFoundError (404 mcp-server-not-found)
-    │   └── ResourceNotFoundError (404 resource-not-found)
-    ├── InvalidArgumentsError (422 invalid-arguments)
+    │   └── ResourceNotFoundError (404 resource-not-found): also a server's -32002, or -32602 naming the uri
+    ├── ConflictError (409 conflict)
     ├── PayloadTooLargeError (413 payload-too-large)
-    └── UpstreamError (502 mcp-error)
+    ├── InvalidArgumentsError (422 invalid-arguments)
+    │   ├── InvalidResourceUriError (422 invalid-resource-uri)
+    │   └── RejectedParamsError (422 mcp-invalid-params): the server answered JSON-RPC -32602
+    └── UpstreamError (502 mcp-error): any other JSON-RPC error a server answered
+        ├── MethodNotSupportedError (501 mcp-method-not-supported): the server answered -32601
         ├── ServerUnavailableError (503 mcp-server-unavailable)
         └── UpstreamTimeoutError (504 mcp-timeout)
 
@@ -83,12 +87,24 @@ class InvalidArgumentsError(AppError):
     status, slug, title = 422, "invalid-arguments", "Invalid arguments"
 
 
+class InvalidResourceUriError(InvalidArgumentsError):
+    slug, title = "invalid-resource-uri", "Invalid resource URI"
+
+
+class RejectedParamsError(InvalidArgumentsError):
+    slug, title = "mcp-invalid-params", "Parameters rejected by the MCP server"
+
+
 class PayloadTooLargeError(AppError):
     status, slug, title = 413, "payload-too-large", "Payload too large"
 
 
 class UpstreamError(AppError):
     status, slug, title = 502, "mcp-error", "MCP server error"
+
+
+class MethodNotSupportedError(UpstreamError):
+    status, slug, title = 501, "mcp-method-not-supported", "Not supported by the MCP server"
 
 
 class ServerUnavailableError(UpstreamError):

@@ -30,8 +30,12 @@ async def list_resource_templates(mcp: Mcp, limit: Limit = 1000, cursor: Cursor 
 async def read_resource(
     mcp: Mcp,
     request: Request,
-    uri: Annotated[str, Query(min_length=1, max_length=4096)],
+    uri: str,  # checked by the service (backend/mcp/input_check.py), which words what is wrong with it
     server: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ResourceContents:
-    """Read a resource; without `server`, the server listing the URI (or a matching template) is asked."""
+    """Read a resource; without `server`, the server listing the URI (or a matching template) is asked.
+
+    A URI that is not RFC 3986, holds control characters or whitespace, or is too long is
+    answered 422 (`/problems/invalid-resource-uri`) before any server is asked.
+    """
     return await cancel_on_disconnect(request, lambda: mcp.read_resource(uri, server))

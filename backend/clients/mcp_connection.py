@@ -31,12 +31,16 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from backend.clients.mcp_stdio import StdioProcess, stdio_transport
 from backend.errors import (
+    AppError,
     ConflictError,
+    MethodNotSupportedError,
+    RejectedParamsError,
     ResourceNotFoundError,
     ServerUnavailableError,
     UpstreamError,
     UpstreamTimeoutError,
 )
+from backend.mcp.input_check import shown_uri
 from backend.mcp.models import (
     JsonObject,
     Progress,
@@ -53,7 +57,8 @@ log = structlog.get_logger(__name__)
 
 CLIENT_INFO = mcp_types.Implementation(name="mcp-chat", version="0.1.0")
 STDERR_TAIL_LINES = 20
-_RESOURCE_NOT_FOUND_CODES = (-32002, mcp_types.INVALID_PARAMS)  # legacy era, 2026-07-28 era
+_LEGACY_RESOURCE_NOT_FOUND = -32002  # retired by 2026-07-28 (SEP-2164), still sent by legacy-era servers
+_SERVER_MESSAGE_MAX_CHARS = 300  # a server's error text is quoted in our problem detail, never at any length
 _LIST_PAGE_CAP = 1000  # a paginator that never ends must not hang the connection
 _HTTP_PROBE_INTERVAL_S = 15.0
 ProgressCallback = Callable[[Progress], Awaitable[None]]
@@ -394,9 +399,10 @@ class ServerConnection:
         """Call one tool with this server's timeout.
 
         Raises:
+            RejectedParamsError, MethodNotSupportedError, UpstreamError: the server answered with a JSON-RPC error
+                (see `_answered_error`).
             ServerUnavailableError: the server is not ready, or its connection dropped during the call.
             UpstreamTimeoutError: no answer within the server's `timeout_s` (the server is told to cancel).
-            UpstreamError: the server answered with a protocol error.
         """
         client = self._ready_client()
         forward = None
@@ -406,7 +412,7 @@ class ServerConnection:
                 await on_progress(Progress(progress=progress, total=total, message=message))
 
         started_s = time.perf_counter()
-        with self._mapped_errors(f"calling {tool!r}"):
+        with self._mapped_errors("tools/call", f"calling {tool!r}"):
             result = await client.call_tool(
                 tool, arguments, read_timeout_seconds=self.spec.call_timeout_s, progress_callback=forward
             )
@@ -421,10 +427,14 @@ class ServerConnection:
         """Render one prompt.
 
         Raises:
-            ServerUnavailableError, UpstreamTimeoutError, UpstreamError: as for `call_tool`.
+            RejectedParamsError, MethodNotSupportedError, UpstreamError, ServerUnavailableError,
+                UpstreamTimeoutError: as for `call_tool`.
         """
         client = self._ready_client()
-        with self._mapped_errors(f"getting prompt {prompt!r}"), anyio.fail_after(self.spec.call_timeout_s):
+        with (
+            self._mapped_errors("prompts/get", f"getting prompt {prompt!r}"),
+            anyio.fail_after(self.spec.call_timeout_s),
+        ):
             result = await client.get_prompt(prompt, arguments)
         return PromptResult(description=result.description, messages=[_dump(m) for m in result.messages])
 
@@ -433,35 +443,68 @@ class ServerConnection:
 
         Raises:
             ResourceNotFoundError: the server does not know the URI.
-            ServerUnavailableError, UpstreamTimeoutError, UpstreamError: as for `call_tool`.
+            RejectedParamsError, MethodNotSupportedError, UpstreamError, ServerUnavailableError,
+                UpstreamTimeoutError: as for `call_tool`.
         """
         client = self._ready_client()
-        try:
-            with self._mapped_errors(f"reading {uri!r}"), anyio.fail_after(self.spec.call_timeout_s):
-                result = await client.read_resource(uri)
-        except UpstreamError as exc:
-            if exc.extra.get("code") in _RESOURCE_NOT_FOUND_CODES:
-                raise ResourceNotFoundError(f"{self.name!r} has no resource {uri!r}", server=self.name) from exc
-            raise
+        with (
+            self._mapped_errors("resources/read", f"reading {shown_uri(uri)}", uri=uri),
+            anyio.fail_after(self.spec.call_timeout_s),
+        ):
+            result = await client.read_resource(uri)
         return ResourceContents(server=self.name, contents=[_dump(item) for item in result.contents])
 
     @contextmanager
-    def _mapped_errors(self, what: str) -> Iterator[None]:
+    def _mapped_errors(self, method: str, what: str, uri: str | None = None) -> Iterator[None]:
         """Turn SDK and transport failures of one call into our errors, and flag a lost connection."""
         try:
             yield
         except TimeoutError as exc:
             raise self._timeout_error(what) from exc
         except MCPError as exc:
-            if exc.code == mcp_types.REQUEST_TIMEOUT:
-                raise self._timeout_error(what) from exc
-            if exc.code != mcp_types.CONNECTION_CLOSED:
-                raise UpstreamError(
-                    f"MCP server {self.name!r} failed {what}: {exc.message}", server=self.name, code=exc.code
-                ) from exc
-            raise self._lost_error(what) from exc
+            raise self._answered_error(exc, method, what, uri) from exc
         except (httpx2.HTTPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise self._lost_error(what) from exc
+
+    def _answered_error(self, exc: MCPError, method: str, what: str, uri: str | None) -> AppError:
+        """Our error for an `MCPError`, by what its code means; the one place MCP error codes are read.
+
+        -32602 (invalid params) is the caller's fault: 422. -32601 (method not found) means the server does not
+        offer that method: 501. Resource-not-found is 404 in both protocol eras: -32002 on legacy servers, and
+        on 2026-07-28 (SEP-2164) -32602 whose `data` carries the `uri`, as the SDK's MCPServer sends it. The SDK's
+        own -32001 (timeout) and -32000 (connection closed) are 504 and 503; anything else a server answers is 502.
+        """
+        code, message = exc.code, _server_message(exc)
+        if code == mcp_types.REQUEST_TIMEOUT:
+            return self._timeout_error(what)
+        if code == mcp_types.CONNECTION_CLOSED:
+            return self._lost_error(what)
+        if method == "resources/read" and _is_resource_not_found(exc):
+            return ResourceNotFoundError(
+                f"MCP server {self.name!r} has no resource {shown_uri(uri or '')}; GET /v1/resources lists what it "
+                "offers.",
+                server=self.name,
+            )
+        if code == mcp_types.INVALID_PARAMS:
+            return RejectedParamsError(
+                f"MCP server {self.name!r} rejected the parameters for {what}: {message}. Correct them and try again.",
+                server=self.name,
+                code=code,
+            )
+        if code == mcp_types.METHOD_NOT_FOUND:
+            return MethodNotSupportedError(
+                f"MCP server {self.name!r} does not support {method}; retrying will not help: "
+                "use another server, or a version of this one that supports it.",
+                server=self.name,
+                method=method,
+                code=code,
+            )
+        return UpstreamError(
+            f"MCP server {self.name!r} failed {what}: {message} (JSON-RPC error {code}). "
+            f"Try again; if it keeps failing, see its status at GET /v1/servers/{self.name}.",
+            server=self.name,
+            code=code,
+        )
 
     def _timeout_error(self, what: str) -> UpstreamTimeoutError:
         return UpstreamTimeoutError(
@@ -476,6 +519,20 @@ class ServerConnection:
             f"MCP server {self.name!r} went away while {what}; it is reconnecting, try again shortly.",
             server=self.name,
         )
+
+
+def _is_resource_not_found(exc: MCPError) -> bool:
+    if exc.code == _LEGACY_RESOURCE_NOT_FOUND:
+        return True
+    return exc.code == mcp_types.INVALID_PARAMS and isinstance(exc.data, dict) and "uri" in exc.data
+
+
+def _server_message(exc: MCPError) -> str:
+    """The server's error text on one line, bounded: it is quoted to API clients and the model."""
+    text = " ".join(exc.message.split()).rstrip(".") or "no message"
+    if len(text) > _SERVER_MESSAGE_MAX_CHARS:
+        text = text[:_SERVER_MESSAGE_MAX_CHARS] + "..."
+    return text
 
 
 class _StreamsTransport:

@@ -24,11 +24,13 @@ from backend.config import Settings
 from backend.errors import (
     AppError,
     InvalidArgumentsError,
+    InvalidResourceUriError,
     PromptNotFoundError,
     ResourceNotFoundError,
     ServerNotFoundError,
     ToolNotFoundError,
 )
+from backend.mcp.input_check import prompt_argument_problem, resource_uri_problem, shown_uri
 from backend.mcp.models import (
     JsonObject,
     PromptInfo,
@@ -70,6 +72,8 @@ class McpService:
         }
         self._catalog = _Catalog(tools={}, prompts={})
         self._validators: dict[str, _ArgumentsCheck | None] = {}
+        # A rendered prompt becomes chat messages, so an argument is bounded like a message.
+        self._max_prompt_argument_chars = settings.max_message_chars
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[McpService]:
@@ -221,7 +225,8 @@ class McpService:
         Raises:
             ToolNotFoundError: unknown tool name.
             InvalidArgumentsError: the arguments do not match the input schema.
-            ServerUnavailableError, UpstreamTimeoutError, UpstreamError: from the server's connection.
+            RejectedParamsError, MethodNotSupportedError, ServerUnavailableError, UpstreamTimeoutError,
+                UpstreamError: from the server's connection.
         """
         tool = self.tool(name)
         self.validate_arguments(tool, arguments)
@@ -244,32 +249,68 @@ class McpService:
             )
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> PromptResult:
-        """Render a prompt by its exposed name.
+        """Check the arguments, then render a prompt by its exposed name.
 
         Raises:
             PromptNotFoundError: unknown prompt name.
-            InvalidArgumentsError: a required argument is missing.
-            ServerUnavailableError, UpstreamTimeoutError, UpstreamError: from the server's connection.
+            InvalidArgumentsError: an argument is not declared by the prompt, a required one is missing, or a value
+                is too long or holds control characters.
+            RejectedParamsError, MethodNotSupportedError, ServerUnavailableError, UpstreamTimeoutError,
+                UpstreamError: from the server's connection.
         """
         prompt = self._catalog.prompts.get(name)
         if prompt is None:
             raise PromptNotFoundError(f"No prompt is named {name!r}; GET /v1/prompts lists them.", prompt=name)
+        self._check_prompt_arguments(prompt, arguments)
+        return await self._connections[prompt.server].get_prompt(prompt.original_name, arguments)
+
+    def _check_prompt_arguments(self, prompt: PromptInfo, arguments: dict[str, str]) -> None:
+        declared = [arg.name for arg in prompt.arguments]
+        unknown = [arg for arg in arguments if arg not in declared]
+        if unknown:
+            takes = f"its arguments are: {', '.join(declared)}" if declared else "it takes no arguments"
+            raise InvalidArgumentsError(
+                f"Prompt {prompt.name!r} does not declare the argument(s) {', '.join(map(repr, unknown))}; "
+                f"{takes}. Remove or rename them (GET /v1/prompts describes each prompt).",
+                errors=[{"field": arg, "message": "not an argument of this prompt"} for arg in unknown],
+                declared=[arg.name for arg in prompt.arguments],
+            )
         missing = [arg.name for arg in prompt.arguments if arg.required and arg.name not in arguments]
         if missing:
             raise InvalidArgumentsError(
-                f"Prompt {name!r} needs the argument(s): {', '.join(missing)}.",
+                f"Prompt {prompt.name!r} needs the argument(s): {', '.join(missing)}.",
                 errors=[{"field": arg, "message": "required"} for arg in missing],
             )
-        return await self._connections[prompt.server].get_prompt(prompt.original_name, arguments)
+        problems = [
+            (arg, problem)
+            for arg, value in arguments.items()
+            if (problem := prompt_argument_problem(value, self._max_prompt_argument_chars)) is not None
+        ]
+        if problems:
+            arg, problem = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise InvalidArgumentsError(
+                f"Argument {arg!r} of prompt {prompt.name!r} {problem}{more}.",
+                errors=[{"field": arg, "message": problem} for arg, problem in problems],
+            )
 
     async def read_resource(self, uri: str, server: str | None = None) -> ResourceContents:
-        """Read a resource from `server`, or from the server that lists it (or a template matching it).
+        """Check the URI, then read it from `server`, or from the server that lists it (or a template matching it).
 
         Raises:
+            InvalidResourceUriError: the URI is not an RFC 3986 URI free of control characters and whitespace, or
+                is too long; nothing is sent.
             ServerNotFoundError: `server` names no configured server.
-            ResourceNotFoundError: no ready server lists the URI or a template that matches it.
-            ServerUnavailableError, UpstreamTimeoutError, UpstreamError: from the server's connection.
+            ResourceNotFoundError: no ready server lists the URI or a template that matches it, or the server
+                asked has no such resource.
+            RejectedParamsError, MethodNotSupportedError, ServerUnavailableError, UpstreamTimeoutError,
+                UpstreamError: from the server's connection.
         """
+        if problem := resource_uri_problem(uri):
+            raise InvalidResourceUriError(
+                f"Resource URI {shown_uri(uri)} {problem}. A resource URI follows RFC 3986 (scheme:rest, e.g. "
+                "file:///notes.txt); GET /v1/resources lists the ones servers offer."
+            )
         if server is not None:
             return await self.connection(server).read_resource(uri)
         ready = self._ready_connections()
@@ -279,8 +320,8 @@ class McpService:
         )
         if owner is None:
             raise ResourceNotFoundError(
-                f"No ready MCP server lists {uri!r} or a template matching it; pass ?server=<name> to ask one.",
-                uri=uri,
+                f"No ready MCP server lists {shown_uri(uri)} or a template matching it; pass ?server=<name> to ask "
+                "one.",
             )
         return await owner.read_resource(uri)
 

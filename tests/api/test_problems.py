@@ -90,7 +90,18 @@ BAD_REQUESTS = [
     ),
     ("GET", "/v1/resources/read", None, None, 422, "/problems/validation-error"),
     ("GET", "/v1/resources/read?uri=nothing%3A%2F%2Fhere", None, None, 404, "/problems/resource-not-found"),
-    ("GET", "/v1/resources/read?uri=x&server=ghost", None, None, 404, "/problems/mcp-server-not-found"),
+    ("GET", "/v1/resources/read?uri=test%3A%2F%2Fx&server=ghost", None, None, 404, "/problems/mcp-server-not-found"),
+    ("GET", "/v1/resources/read?uri=%18%C3%9A&server=calculator", None, None, 422, "/problems/invalid-resource-uri"),
+    ("GET", "/v1/resources/read?uri=x&server=calculator", None, None, 422, "/problems/invalid-resource-uri"),
+    ("GET", "/v1/resources/read?uri=&server=calculator", None, None, 422, "/problems/invalid-resource-uri"),
+    (
+        "POST",
+        "/v1/prompts/calculator__explain_calculation/get",
+        b'{"arguments": {"expression": "1 + 1", "verbose": "yes"}}',
+        "application/json",
+        422,
+        "/problems/invalid-arguments",
+    ),
 ]
 
 

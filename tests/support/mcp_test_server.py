@@ -1,7 +1,9 @@
-"""A purpose-built MCP server for tests: it crashes, hangs, reports progress, changes its tool list on demand.
+"""A purpose-built MCP server for tests: it crashes, hangs, reports progress, changes its tool list on demand,
+and answers with any JSON-RPC error code a test picks.
 
 Run with `python -m tests.support.mcp_test_server [--http --port N]`. Files written to $TEST_SERVER_MARKER_DIR
-prove to a test what happened inside the server (a call started, a call was cancelled).
+prove to a test what happened inside the server (a call started, a call was cancelled, a request arrived:
+`request-<method>`, e.g. `request-resources-read`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 from pydantic import BaseModel
 
@@ -24,13 +29,26 @@ PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
 
-server = MCPServer("test-server", version="0.0.1")
-
 
 def mark(name: str) -> None:
     directory = os.environ.get("TEST_SERVER_MARKER_DIR")
     if directory:
         (Path(directory) / name).touch()
+
+
+async def mark_requests(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Write `request-<method>` for each request, before any lookup: proof that a request reached the server."""
+    if ctx.request_id is not None:
+        mark("request-" + ctx.method.replace("/", "-"))
+    return await call_next(ctx)
+
+
+server = MCPServer("test-server", version="0.0.1", middleware=[mark_requests])
+
+
+def protocol_error(code: int, uri: str | None = None) -> MCPError:
+    """The JSON-RPC error a handler raises to answer with `code` (MCPServer passes an MCPError through as is)."""
+    return MCPError(code=code, message=f"chosen error {code}", data={"uri": uri} if uri else None)
 
 
 def text(value: str) -> TextContent:
@@ -145,6 +163,12 @@ async def add_tool(name: str, ctx: Context) -> str:
     return f"added {name}"
 
 
+@server.tool(name="protocol_error")
+def protocol_error_tool(code: int) -> str:
+    """Answer with the JSON-RPC error `code` instead of a result."""
+    raise protocol_error(code)
+
+
 @server.tool()
 def spawn_grandchild() -> str:
     """Start a long-lived child process in this server's process group; answers its pid."""
@@ -166,10 +190,22 @@ def item(item_id: str) -> str:
     return f"item {item_id}"
 
 
+@server.resource("test://protocol-errors/{code}", mime_type="text/plain")
+def protocol_error_resource(code: str) -> str:
+    """Answer with the JSON-RPC error `code`; -32002 carries the URI, as legacy servers report a missing resource."""
+    raise protocol_error(int(code), uri=f"test://protocol-errors/{code}" if code == "-32002" else None)
+
+
 @server.prompt()
 def greet(name: str) -> str:
     """Greet someone by name."""
     return f"Say hello to {name}."
+
+
+@server.prompt(name="protocol_error")
+def protocol_error_prompt(code: str) -> str:
+    """Answer with the JSON-RPC error `code` instead of messages."""
+    raise protocol_error(int(code))
 
 
 def main() -> None:
