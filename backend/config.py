@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 BUNDLED_SERVERS_FILE = Path(__file__).resolve().parent.parent / "mcp_servers" / "servers.json"
 DEV_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
+ENV_FILE_VARIABLE = "MCPCHAT_ENV_FILE"
 _DATABASE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")
 
 
@@ -47,11 +50,17 @@ class Settings(BaseSettings):
     context_max_tokens: int = Field(default=16000, ge=256, validation_alias="MCPCHAT_CONTEXT_MAX_TOKENS")
     max_message_chars: int = Field(default=32000, ge=1, validation_alias="MCPCHAT_MAX_MESSAGE_CHARS")
     tool_result_max_bytes: int = Field(default=100_000, ge=1000, validation_alias="MCPCHAT_TOOL_RESULT_MAX_BYTES")
+    # What a tool call stores and streams (content blocks, images included): larger results are cut, with a note.
+    tool_result_store_max_bytes: int = Field(
+        default=1024 * 1024, ge=1000, validation_alias="MCPCHAT_TOOL_RESULT_STORE_MAX_BYTES"
+    )
     system_prompt: str | None = Field(default=None, validation_alias="MCPCHAT_SYSTEM_PROMPT")
     llm_timeout_s: float = Field(default=120.0, gt=0, validation_alias="MCPCHAT_LLM_TIMEOUT_S")
     llm_max_attempts: int = Field(default=4, ge=1, le=10, validation_alias="MCPCHAT_LLM_MAX_ATTEMPTS")
     llm_retry_initial_s: float = Field(default=0.5, gt=0, validation_alias="MCPCHAT_LLM_RETRY_INITIAL_S")
     llm_retry_max_s: float = Field(default=20.0, gt=0, validation_alias="MCPCHAT_LLM_RETRY_MAX_S")
+    # Model calls open at once (the OpenAI SDK's default); a call beyond it waits for a free connection.
+    llm_max_connections: int = Field(default=1000, ge=1, le=100_000, validation_alias="MCPCHAT_LLM_MAX_CONNECTIONS")
 
     database_url: str = Field(default="sqlite:///./data/mcpchat.db", validation_alias="MCPCHAT_DATABASE_URL")
     servers_file: Path = Field(default=BUNDLED_SERVERS_FILE, validation_alias="MCPCHAT_SERVERS_FILE")
@@ -75,6 +84,11 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str) -> str:
         if not value.startswith(_DATABASE_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(_DATABASE_SCHEMES)}")
+        if value.startswith("sqlite") and _is_in_memory_sqlite(value):
+            raise ValueError(
+                "is an in-memory SQLite database, which MCP Chat cannot use: each of its connections would see an "
+                "empty database of its own, and nothing would be kept. Use a file, e.g. sqlite:///./data/mcpchat.db"
+            )
         return value
 
     @property
@@ -90,13 +104,15 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings from the environment (and `overrides`, by field name).
+    """Build Settings from the environment, the dotenv file MCPCHAT_ENV_FILE names (default `.env`, empty for
+    none) and `overrides`, by field name.
 
     Raises:
         SettingsError: a variable holds a value that cannot be used; the message names it.
     """
+    env_file = os.environ.get(ENV_FILE_VARIABLE, ".env") or None
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -104,6 +120,11 @@ def load_settings(**overrides: Any) -> Settings:
             variable = _variable_name(field)
             problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from exc
+
+
+def _is_in_memory_sqlite(url: str) -> bool:
+    database = make_url(url.replace("sqlite+aiosqlite://", "sqlite://", 1)).database or ""
+    return database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in url
 
 
 def _variable_name(field: str) -> str:

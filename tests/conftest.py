@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from backend.config import ENV_FILE_VARIABLE
 from backend.mcp.servers_file import ServerSpec
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, run_fake_openai
@@ -18,6 +20,22 @@ pytest_plugins = ["anyio"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# What a developer's shell may hold for their own `make run` (README quick start): none of it reaches a test.
+_DEVELOPER_VARIABLES = ("MCPCHAT_", "OPENAI_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test runs without the developer's MCP Chat, OpenAI and proxy variables, reads no `.env` (nor do the
+    app processes it starts), and works in its own directory, so relative paths never land in the checkout."""
+    for name in list(os.environ):
+        upper = name.upper()
+        if upper.startswith(_DEVELOPER_VARIABLES) and not upper.startswith("MCPCHAT_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(ENV_FILE_VARIABLE, "")
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

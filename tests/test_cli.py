@@ -73,10 +73,30 @@ def test_servers_check_fails_with_the_error_when_a_server_cannot_start(tmp_path:
     assert "[ok  ] test (stdio): ready" in result.stdout
 
 
+def test_serve_exits_nonzero_naming_the_variable_when_the_database_is_in_memory() -> None:
+    result = run_cli("serve", env={"MCPCHAT_DATABASE_URL": "sqlite://", "MCPCHAT_PORT": str(free_port())})
+    assert result.returncode == 2
+    assert "MCPCHAT_DATABASE_URL" in result.stderr
+    assert "in-memory" in result.stderr
+
+
+def _checkout_database_state() -> tuple[float, int] | None:
+    database = REPO_ROOT / "data" / "mcpchat.db"
+    return (database.stat().st_mtime, database.stat().st_size) if database.exists() else None
+
+
 def test_make_run_stops_with_all_children_when_sent_sigterm(tmp_path: Path) -> None:
     path = write_servers(tmp_path / "servers.json", {"test": testserver_entry("--ignore-stdin-eof")})
     port = free_port()
-    env = {**os.environ, "MCPCHAT_PORT": str(port), "MCPCHAT_SERVERS_FILE": str(path), "MCPCHAT_ENV": "test"}
+    database = tmp_path / "data" / "mcpchat.db"
+    env = {
+        **os.environ,
+        "MCPCHAT_PORT": str(port),
+        "MCPCHAT_SERVERS_FILE": str(path),
+        "MCPCHAT_ENV": "test",
+        "MCPCHAT_DATABASE_URL": f"sqlite:///{database}",
+    }
+    checkout_database = _checkout_database_state()
     make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO_ROOT, env=env)
     try:
         anyio.run(wait_http_ok, f"http://127.0.0.1:{port}/readyz")
@@ -95,3 +115,6 @@ def test_make_run_stops_with_all_children_when_sent_sigterm(tmp_path: Path) -> N
             make.kill()
     assert not is_alive(child)
     assert not is_alive(grandchild)
+    # The test's own database, and not the developer's in the checkout.
+    assert database.exists()
+    assert _checkout_database_state() == checkout_database

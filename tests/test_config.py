@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from backend.config import Environment, SettingsError, load_settings
+from backend.config import ENV_FILE_VARIABLE, Environment, SettingsError, load_settings
+from tests.support.specs import make_settings
 
 
 def test_settings_use_documented_defaults_when_environment_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,6 +47,10 @@ def test_prod_allows_no_cors_origin_when_none_is_configured(monkeypatch: pytest.
         ("MCPCHAT_ENV", "staging"),
         ("MCPCHAT_DATABASE_URL", "mysql://h/db"),
         ("MCPCHAT_MAX_BODY_BYTES", "0"),
+        ("MCPCHAT_DATABASE_URL", "sqlite://"),
+        ("MCPCHAT_DATABASE_URL", "sqlite:///:memory:"),
+        ("MCPCHAT_DATABASE_URL", "sqlite+aiosqlite://"),
+        ("MCPCHAT_LLM_MAX_CONNECTIONS", "0"),
     ],
 )
 def test_settings_error_names_the_variable_when_value_is_bad(
@@ -52,3 +59,30 @@ def test_settings_error_names_the_variable_when_value_is_bad(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+def test_settings_read_the_dotenv_file_that_mcpchat_env_file_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "mcpchat.env"
+    env_file.write_text("MCPCHAT_MODEL=from-the-file\nOPENAI_BASE_URL=http://127.0.0.1:9/v1\n")
+    monkeypatch.setenv(ENV_FILE_VARIABLE, str(env_file))
+    settings = load_settings()
+    assert (settings.model, settings.openai_base_url) == ("from-the-file", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv(ENV_FILE_VARIABLE, "")
+    assert load_settings().model == "gpt-4o-mini"
+
+
+def test_test_settings_ignore_the_developers_variables_and_dotenv_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A developer who followed the README quick start: a key in the shell, a .env where tests run.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-developer")
+    monkeypatch.setenv("MCPCHAT_SYSTEM_PROMPT", "Talk like a pirate.")
+    monkeypatch.delenv(ENV_FILE_VARIABLE)
+    (tmp_path / ".env").write_text("OPENAI_BASE_URL=http://127.0.0.1:9/v1\nMCPCHAT_MAX_TOOL_ROUNDS=1\n")
+    settings = make_settings(tmp_path)
+    assert settings.openai_api_key == ""
+    assert settings.openai_base_url is None
+    assert settings.system_prompt is None
+    assert settings.max_tool_rounds == 10

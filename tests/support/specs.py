@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
 from backend.config import Settings
 from backend.mcp.servers_file import ServerSpec
 from tests.support.fake_openai import FakeOpenAI
@@ -14,8 +16,24 @@ from tests.support.fake_openai import FakeOpenAI
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+class IsolatedSettings(Settings):
+    """Settings from the values a test passes and the defaults alone: the developer's environment variables and
+    `.env` (an OPENAI_API_KEY, a system prompt) never reach a test."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for one test: its own database file, quick retries, short grace periods."""
+    """Settings for one test: its own database file, no model, quick retries, short grace periods."""
     values: dict[str, Any] = {
         "env": "test",
         "database_url": f"sqlite:///{tmp_path / 'mcpchat.db'}",
@@ -25,7 +43,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "servers_file": tmp_path / "no-servers-file.json",
     }
     values.update(overrides)
-    return Settings(**values)
+    return IsolatedSettings(**values)
 
 
 def chat_settings(tmp_path: Path, fake_llm: FakeOpenAI, **overrides: Any) -> Settings:
