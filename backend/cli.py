@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -69,6 +71,7 @@ async def _upgrade_database(url: str) -> str | None:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    raise_open_files_limit()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -84,6 +87,14 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     server = _Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def raise_open_files_limit() -> None:
+    """Lift this process's soft limit on open files to its hard limit, where the system allows it."""
+    # A streamed turn holds the client's socket and a model connection: 1,000 of them overflow a soft limit of 1,024.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit cannot be the soft one (macOS)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 GC_YOUNG_THRESHOLD = 7_000

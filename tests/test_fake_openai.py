@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -14,6 +16,8 @@ from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageFunctionToolCall, ChatCompletionMessageParam
 
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec, calculator_responder
+from tests.support.processes import free_port, wait_http_ok
+from tests.support.specs import REPO_ROOT
 from tests.support.waiting import wait_until
 
 MODEL = "gpt-4o-mini"
@@ -216,6 +220,64 @@ async def test_requests_are_answered_concurrently_when_32_are_in_flight(
         tg.cancel_scope.cancel()
 
     await wait_until(lambda: fake_llm.disconnects == 32)
+
+
+async def test_answers_wait_until_that_many_requests_are_open_when_a_hold_is_set(
+    fake_llm: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    fake_llm.responder = lambda _request: Reply.say("released")
+    fake_llm.hold_answers_until_open(3)
+    answers: list[str | None] = []
+
+    async def ask() -> None:
+        completion = await client.chat.completions.create(model=MODEL, messages=HELLO)
+        answers.append(completion.choices[0].message.content)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            tg.start_soon(ask)
+            await wait_until(lambda: fake_llm.open_requests == 2)  # answered at once, they would not stay open
+            assert answers == []
+            tg.start_soon(ask)
+        await ask()  # once released, later requests are answered without waiting
+
+    assert answers == ["released"] * 4
+    assert fake_llm.open_requests == 0
+
+
+async def test_requests_record_one_client_address_when_they_share_a_kept_alive_connection(
+    fake_llm: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    fake_llm.script(Reply.say("a b", end_delay_s=0.01), Reply.say("c"))
+
+    streamed = await collect(await client.chat.completions.create(model=MODEL, messages=HELLO, stream=True))
+    await client.chat.completions.create(model=MODEL, messages=HELLO)
+
+    assert streamed.text == "a b"  # the body's end, sent late, still ends the stream
+    [first, second] = fake_llm.client_addresses
+    assert first == second
+    assert first[0] == "127.0.0.1"
+
+
+async def test_the_fake_process_answers_with_the_given_text_when_started_with_say() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "tests.support.fake_openai", "--port", str(port), "--say", "slow hello"]
+    process = await anyio.open_process(
+        [*command, "--delay-s", "0.01"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await wait_http_ok(f"http://127.0.0.1:{port}/v1/models", timeout_s=30)
+        async with AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="test", max_retries=0) as sdk:
+            completion = await sdk.chat.completions.create(model=MODEL, messages=HELLO)
+            streamed = await collect(await sdk.chat.completions.create(model=MODEL, messages=HELLO, stream=True))
+    finally:
+        process.kill()
+        with anyio.fail_after(10):
+            await process.wait()
+
+    assert (completion.choices[0].message.content, completion.choices[0].message.tool_calls) == ("slow hello", None)
+    assert streamed.text == "slow hello"
 
 
 @pytest.mark.parametrize("is_recording", [True, False], ids=["recording", "benchmark"])

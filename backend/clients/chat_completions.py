@@ -10,16 +10,25 @@ Transport and status failures become `ModelConnectionError` and `ModelStatusErro
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing, suppress
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import anyio
+import structlog
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+log = structlog.get_logger(__name__)
+
 MAX_RETRY_AFTER_S = 60.0
 MAX_ERROR_TEXT_CHARS = 500
+# What a stream may still send after `[DONE]` and be read to keep its connection; more, and closing is cheaper.
+MAX_DRAIN_BYTES = 64 * 1024
 _DONE = b"[DONE]"
 
 
@@ -40,17 +49,32 @@ class ModelProtocolError(Exception):
 
 
 class ChatCompletionsClient:
-    """One keep-alive connection pool to `base_url`; `complete` and `stream` post to its /chat/completions."""
+    """A keep-alive pool of up to `max_connections` connections to `base_url`; `complete` and `open_stream` post
+    to its /chat/completions.
 
-    def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
+    A call that finds every connection busy waits for one: `queued_calls` and `queued_s_total` count those
+    waits, and each is logged as `llm.connection.waited`.
+    """
+
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, max_connections: int) -> None:
         self._url = URL(base_url.rstrip("/") + "/chat/completions")
+        self.max_connections = max_connections
+        self.queued_calls = 0  # calls that found the pool full, counted when they start waiting
+        self.queued_s_total = 0.0  # how long they waited, summed when each gets its connection
+        self._timeout_s = timeout_s
         # A model may stream for longer than any fixed total; the bound is on each wait for bytes, as it is for
-        # the OpenAI SDK.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+        # the OpenAI SDK, and on the wait for a free connection and its connect (`connect`).
+        timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s)
+        # aiohttp tells that a call waits for a free connection only through tracing; the handlers run only then.
+        tracing = aiohttp.TraceConfig(trace_config_ctx_factory=_CallTrace)
+        tracing.on_connection_queued_start.append(self._on_queued_start)
+        tracing.on_connection_queued_end.append(self._on_queued_end)
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
             timeout=timeout,
             proxy=proxy_for(self._url),
+            connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0),
+            trace_configs=[tracing],
         )
 
     async def aclose(self) -> None:
@@ -78,7 +102,24 @@ class ChatCompletionsClient:
         Raises:
             ModelStatusError, ModelConnectionError: see the classes.
         """
-        return ModelStream(await self._send(body))
+        return ModelStream(await self._send(body), drain_timeout_s=self._timeout_s)
+
+    async def _on_queued_start(
+        self, _session: aiohttp.ClientSession, trace: SimpleNamespace, _params: aiohttp.TraceConnectionQueuedStartParams
+    ) -> None:
+        assert isinstance(trace, _CallTrace)  # made by the factory passed to TraceConfig
+        if not trace.has_queued:  # aiohttp queues a call again when another took the freed connection first
+            trace.has_queued = True
+            self.queued_calls += 1
+        trace.queued_at_s = time.perf_counter()
+
+    async def _on_queued_end(
+        self, _session: aiohttp.ClientSession, trace: SimpleNamespace, _params: aiohttp.TraceConnectionQueuedEndParams
+    ) -> None:
+        assert isinstance(trace, _CallTrace)  # made by the factory passed to TraceConfig
+        waited_s = time.perf_counter() - trace.queued_at_s
+        self.queued_s_total += waited_s
+        log.warning("llm.connection.waited", waited_ms=round(waited_s * 1000, 1), max_connections=self.max_connections)
 
     async def _send(self, body: bytes) -> aiohttp.ClientResponse:
         try:
@@ -96,30 +137,65 @@ class ChatCompletionsClient:
         raise ModelStatusError(response.status, _error_message(text), _retry_after_s(response.headers))
 
 
-class ModelStream:
-    """An answer being streamed as server-sent events; `close` it whether or not it was read to the end."""
+class _CallTrace(SimpleNamespace):
+    """One call's tracing state (aiohttp makes one per request)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    has_queued: bool = False
+    queued_at_s: float = 0.0
+
+
+class ModelStream:
+    """An answer being streamed as server-sent events.
+
+    Read through `[DONE]`, `events()` gives the connection back to the pool; `close` the stream in a `finally`
+    whatever happened, so that one left mid-answer is disconnected.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, drain_timeout_s: float) -> None:
         self._response = response
+        self._drain_timeout_s = drain_timeout_s
+        self.is_released = False  # the connection went back to the pool: there is nothing left to close
 
     def close(self) -> None:
-        """Free the connection; mid-stream it is closed, so the server sees the client go."""
-        self._response.close()
+        """Disconnect, so the server sees the client go, unless `events()` already released the connection."""
+        if not self.is_released:
+            self._response.close()
 
-    async def events(self) -> AsyncIterator[Any]:
-        """Each event's data, decoded, until `[DONE]` or the end of the stream.
+    async def events(self) -> AsyncGenerator[Any, None]:
+        """Each event's data, decoded, until `[DONE]` or the end of the stream; then the connection is released.
 
         Raises:
             ModelConnectionError: the connection failed or went quiet for MCPCHAT_LLM_TIMEOUT_S.
             ModelProtocolError: an event's data is not JSON.
         """
-        async for payload in _sse_data(self._response):
-            if payload == _DONE:
-                return
-            try:
-                yield json.loads(payload)
-            except ValueError as exc:
-                raise ModelProtocolError(f"a stream event is not JSON: {payload[:200]!r}") from exc
+        async with aclosing(_sse_data(self._response)) as payloads:
+            async for payload in payloads:
+                if payload == _DONE:
+                    break
+                try:
+                    yield json.loads(payload)
+                except ValueError as exc:
+                    raise ModelProtocolError(f"a stream event is not JSON: {payload[:200]!r}") from exc
+        await self._release()
+
+    async def _release(self) -> None:
+        """Read the rest of the body so the connection can serve another call, or close it.
+
+        After `[DONE]` there is usually only the last chunk of the chunked encoding, which often arrives in a
+        packet of its own: closing before it came would drop a keep-alive connection after every answer.
+        """
+        content = self._response.content
+        if not content.at_eof():
+            drained_bytes = 0
+            # The answer is complete: a failure now costs only the connection.
+            with suppress(aiohttp.ClientError, TimeoutError), anyio.move_on_after(self._drain_timeout_s):
+                while not content.at_eof() and drained_bytes <= MAX_DRAIN_BYTES:
+                    drained_bytes += len(await content.readany())
+        if content.at_eof():
+            self._response.release()
+            self.is_released = True
+        else:
+            self._response.close()
 
 
 def proxy_for(url: URL) -> str | None:
@@ -141,7 +217,7 @@ async def _read(response: aiohttp.ClientResponse) -> bytes:
         raise ModelConnectionError("no answer within MCPCHAT_LLM_TIMEOUT_S") from exc
 
 
-async def _sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _sse_data(response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
     """The data of each server-sent event, as the WHATWG spec reads it: `data:` lines joined, a blank line ends it.
 
     Comments and the other fields (`event:`, `id:`, `retry:`) are skipped: OpenAI-compatible servers send the

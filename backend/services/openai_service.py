@@ -84,6 +84,7 @@ class OpenAIProvider:
             base_url=settings.openai_base_url or DEFAULT_BASE_URL,
             api_key=settings.openai_api_key or NO_KEY_NEEDED,
             timeout_s=settings.llm_timeout_s,
+            max_connections=settings.llm_max_connections,
         )
         self._whole_head = _dumps({"model": self.model})[:-1]  # '{"model":"..."' : the body goes on from here
         self._streamed_head = _dumps({"model": self.model, "stream": True, "stream_options": {"include_usage": True}})[

@@ -3,7 +3,7 @@
 It is a real HTTP server (raw ASGI under uvicorn) speaking the wire format the official SDK parses: JSON
 answers, SSE chunks with tool-call deltas, error answers with Retry-After. Tests go through the network like
 production does, so nothing in the client is patched. `python -m tests.support.fake_openai --port N` serves
-the benchmark's calculator script.
+the benchmark's calculator script (or, with `--say`, one plain answer, and with `--delay-s`, a slow model).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, Unpack
 
 import anyio
@@ -47,6 +47,7 @@ class ReplyOptions(TypedDict, total=False):
     retry_after: float | None
     delay_s: float
     chunk_delay_s: float
+    end_delay_s: float
     hang: bool
     usage: tuple[int, int]
 
@@ -61,6 +62,7 @@ class Reply:
     retry_after: float | None = None  # Retry-After header (seconds) on error answers
     delay_s: float = 0.0  # before answering (before the first byte when streaming)
     chunk_delay_s: float = 0.0  # between streamed chunks
+    end_delay_s: float = 0.0  # between `[DONE]` and the end of a streamed body: the last chunk in a packet of its own
     hang: bool = False  # never answer, until the client goes away
     usage: tuple[int, int] = (10, 5)  # prompt_tokens, completion_tokens
     raw_stream: bytes | None = None  # a streamed request's whole body, verbatim (SSE syntax and error events)
@@ -104,22 +106,33 @@ class FakeOpenAI:
         # recording, the fake also builds only what a responder reads (see `_parse_lean`).
         self.is_recording = is_recording
         self.requests: list[JsonObject] = []
+        self.client_addresses: list[tuple[str, int]] = []  # each request's (host, port): one port, one connection
         self.disconnects = 0
+        self.open_requests = 0  # chat.completions requests being answered now
         self.responder: Responder | None = None
         self._queue: deque[Reply] = deque()
         self._call_ids = itertools.count(1)
         self._completion_ids = itertools.count(1)
+        self._hold: tuple[int, anyio.Event] | None = None
 
     def script(self, *replies: Reply) -> None:
         """Queue replies; chat.completions requests consume them in order."""
         self._queue.extend(replies)
 
+    def hold_answers_until_open(self, count: int) -> None:
+        """Hold every answer until `count` chat.completions requests are open at once, then answer them and those
+        after without waiting: proof that a client had `count` calls in flight together."""
+        self._hold = (count, anyio.Event())
+
     def reset(self) -> None:
-        """Forget requests, disconnects, the queue and the responder (ids keep counting, so they stay unique)."""
+        """Forget requests, disconnects, the queue, the responder and any hold (ids keep counting, so they stay
+        unique)."""
         self.requests.clear()
+        self.client_addresses.clear()
         self._queue.clear()
         self.responder = None
         self.disconnects = 0
+        self._hold = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,11 +156,16 @@ class FakeOpenAI:
             return
         if self.is_recording:
             self.requests.append(request)
+            client = scope.get("client")
+            self.client_addresses.append((str(client[0]), int(client[1])) if client else ("", 0))
         reply = self._next_reply(request)
+        self.open_requests += 1
         try:
             await _until_done_or_gone(lambda: self._answer(request, reply, send), receive)
         except _ClientGoneError:
             self.disconnects += 1
+        finally:
+            self.open_requests -= 1
 
     def _next_reply(self, request: JsonObject) -> Reply:
         if self._queue:
@@ -157,6 +175,11 @@ class FakeOpenAI:
         return Reply(status=500, text="The fake model's script ran out: script() more replies or set a responder.")
 
     async def _answer(self, request: JsonObject, reply: Reply, send: Send) -> None:
+        if self._hold is not None:
+            count, released = self._hold
+            if self.open_requests >= count:
+                released.set()
+            await released.wait()
         if reply.hang:
             await anyio.sleep_forever()
         if reply.delay_s:
@@ -172,7 +195,7 @@ class FakeOpenAI:
         elif request.get("stream"):
             is_usage_wanted = bool((request.get("stream_options") or {}).get("include_usage"))
             chunks = _stream_chunks(completion_id, model, reply, calls, is_usage_wanted)
-            await _send_stream(send, chunks, reply.chunk_delay_s)
+            await _send_stream(send, chunks, reply.chunk_delay_s, reply.end_delay_s)
         else:
             await _send_json(send, 200, _completion(completion_id, model, reply, calls))
 
@@ -263,7 +286,7 @@ def _stream_chunks(
     return chunks
 
 
-async def _send_stream(send: Send, chunks: list[JsonObject], chunk_delay_s: float) -> None:
+async def _send_stream(send: Send, chunks: list[JsonObject], chunk_delay_s: float, end_delay_s: float) -> None:
     headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     for index, payload in enumerate(chunks):
@@ -271,7 +294,12 @@ async def _send_stream(send: Send, chunks: list[JsonObject], chunk_delay_s: floa
             await anyio.sleep(chunk_delay_s)
         data = b"data: " + msgspec.json.encode(payload) + b"\n\n"
         await send({"type": "http.response.body", "body": data, "more_body": True})
-    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+    done = b"data: [DONE]\n\n"
+    if end_delay_s:
+        await send({"type": "http.response.body", "body": done, "more_body": True})
+        await anyio.sleep(end_delay_s)
+        done = b""
+    await send({"type": "http.response.body", "body": done, "more_body": False})
 
 
 async def _send_raw_stream(send: Send, body: bytes) -> None:
@@ -393,6 +421,9 @@ async def run_fake_openai() -> AsyncIterator[FakeOpenAI]:
     """Serve a FakeOpenAI in this event loop on a pre-bound 127.0.0.1 socket; stopped when the block ends."""
     fake = FakeOpenAI()
     with socket.create_server(("127.0.0.1", 0)) as sock:  # bound first: no readiness polling
+        # asyncio sets TCP_NODELAY only on sockets made with IPPROTO_TCP, and this one has proto 0: without it
+        # Nagle held each answer's body back until the client's delayed ACK came.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted connections inherit it
         fake.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
         config = uvicorn.Config(
             fake, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=SHUTDOWN_GRACE_S
@@ -420,14 +451,23 @@ def calculator_responder(request: JsonObject) -> Reply:
     return Reply.call(("calculator__add", {"a": a, "b": b}))
 
 
+def delayed(responder: Responder, delay_s: float) -> Responder:
+    """`responder` as a slow model: each of its answers starts `delay_s` late."""
+    return lambda request: replace(responder(request), delay_s=delay_s)
+
+
 def main() -> None:
-    """Serve the calculator script forever, for benchmarks that run the fake as its own process."""
+    """Serve the calculator script (or `--say`'s text) forever, for benchmarks that run the fake in a process."""
     parser = argparse.ArgumentParser(prog="python -m tests.support.fake_openai")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--say", help="answer every request with this text, instead of the calculator script")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="start each answer this many seconds late")
     args = parser.parse_args()
+    text: str | None = args.say
+    responder = calculator_responder if text is None else (lambda _request: Reply.say(text))
     fake = FakeOpenAI(is_recording=False)
-    fake.responder = calculator_responder
+    fake.responder = delayed(responder, args.delay_s) if args.delay_s else responder
     fake.base_url = f"http://{args.host}:{args.port}/v1"
     uvicorn.run(fake, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="off")
 
