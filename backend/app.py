@@ -21,6 +21,7 @@ from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
 from backend.middleware import BodySizeLimitMiddleware
 from backend.services.chat_service import ChatService
+from backend.services.conversation_service import ConversationService
 from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
 from backend.services.mcp_service import McpService
 from backend.services.openai_service import OpenAIProvider
@@ -53,8 +54,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 stack.push_async_callback(provider.aclose)
             tokens = await load_token_counter(settings.model)
             chat = ChatService(store, mcp, provider, settings, tokens)
+            conversations = ConversationService(store, chat.running)
             # The running services, for code that embeds the app (tests, benchmarks).
-            app.state.mcp, app.state.store, app.state.chat = mcp, store, chat
+            app.state.mcp, app.state.chat = mcp, chat
             # Where requests watch for their client's disconnect (backend/api/disconnect.py); stopped first.
             watchers = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(watchers.cancel_scope.cancel)
@@ -65,7 +67,14 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 model=settings.model if provider is not None else None,
                 exact_tokens=tokens.exact,
             )
-            yield AppState(settings=settings, mcp=mcp, store=store, chat=chat, database=database, watchers=watchers)
+            yield AppState(
+                settings=settings,
+                mcp=mcp,
+                chat=chat,
+                conversations=conversations,
+                database=database,
+                watchers=watchers,
+            )
             log.info("app.stopping")
 
     app = FastAPI(
@@ -75,8 +84,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # Most requested first: FastAPI tries included routers in order, each try a few microseconds, and a chat
-    # turn's route came eighth (2-3% of the turn's CPU, py-spy). No two routers share a path.
+    # Most requested first: FastAPI tries routes in order, and a chat turn's should not wait behind every other.
+    # No two routers share a path.
     for router in (
         conversations.router,
         chat.router,

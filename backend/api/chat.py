@@ -13,11 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.api.disconnect import cancel_on_disconnect
-from backend.deps import Store, chat_of
+from backend.deps import Chat, Conversations
 from backend.errors import AppError, BadRequestError
 from backend.services import tool_arguments
-from backend.services.chat_service import history_messages
-from backend.services.openai_service import to_openai_message
 
 router = APIRouter(prefix="/api", tags=["legacy"])
 
@@ -54,9 +52,8 @@ async def _message_from(request: Request) -> str:
         }
     },
 )
-async def legacy_chat(request: Request) -> JSONResponse:
+async def legacy_chat(request: Request, chat: Chat) -> JSONResponse:
     """`{"message"}` → `{"response", "tool_calls": [{"name", "args", "result", "id"}]}`."""
-    chat = chat_of(request)
     message = await _message_from(request)
     chat.check_ready(message)
     outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(message))
@@ -79,15 +76,13 @@ async def legacy_chat(request: Request) -> JSONResponse:
 
 
 @router.get("/history")
-async def legacy_history(store: Store) -> dict[str, Any]:
+async def legacy_history(conversations: Conversations) -> dict[str, Any]:
     """The legacy conversation in OpenAI message format, ready to replay to a model."""
-    conversation = await store.legacy()
-    _, turns = await store.history(conversation.id)
-    return {"history": [to_openai_message(message) for message in history_messages(turns)]}
+    return {"history": await conversations.legacy_history()}
 
 
 @router.post("/clear")
-async def legacy_clear(store: Store) -> dict[str, Any]:
+async def legacy_clear(conversations: Conversations) -> dict[str, Any]:
     """Start a fresh legacy conversation; the old one stays stored (and listed under /v1/conversations)."""
-    await store.new_legacy()
+    await conversations.clear_legacy()
     return {"history": []}

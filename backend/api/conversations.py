@@ -10,53 +10,66 @@ from backend.api.disconnect import cancel_on_disconnect
 from backend.api.schemas import (
     CancelResponse,
     ConversationCreate,
-    ConversationDetail,
     ConversationOut,
     ConversationUpdate,
     MessageCreate,
+    MessageOut,
     Page,
     TurnResponse,
 )
 from backend.api.sse import TurnStream
-from backend.api.views import conversation_detail, conversation_out, message_out, tool_call_out
-from backend.deps import Chat, Store, chat_of
+from backend.api.views import conversation_out, message_out, tool_call_out
+from backend.deps import Chat, Conversations
 from backend.services.chat_service import TurnOutcome
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 ConversationLimit = Annotated[int, Query(ge=1, le=100, description="Conversations per page")]
-ConversationCursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
+MessageLimit = Annotated[int, Query(ge=1, le=200, description="Messages per page")]
+PageCursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
 
 
 @router.post("", status_code=201)
-async def create_conversation(store: Store, body: ConversationCreate | None = None) -> ConversationOut:
-    return conversation_out(await store.create(body.title if body else None))
+async def create_conversation(conversations: Conversations, body: ConversationCreate | None = None) -> ConversationOut:
+    return conversation_out(await conversations.create(body.title if body else None))
 
 
 @router.get("")
 async def list_conversations(
-    store: Store, limit: ConversationLimit = 20, cursor: ConversationCursor = None
+    conversations: Conversations, limit: ConversationLimit = 20, cursor: PageCursor = None
 ) -> Page[ConversationOut]:
     """Newest first."""
-    rows, next_cursor = await store.page(limit, cursor)
+    rows, next_cursor = await conversations.page(limit, cursor)
     return Page[ConversationOut](items=[conversation_out(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(conversation_id: str, store: Store) -> ConversationDetail:
-    """The conversation with every stored message, oldest first; each assistant message carries its tool calls."""
-    conversation, turns = await store.history(conversation_id)
-    return conversation_detail(conversation, turns)
+async def get_conversation(conversation_id: str, conversations: Conversations) -> ConversationOut:
+    """The conversation; its messages are paged at /v1/conversations/{id}/messages."""
+    return conversation_out(await conversations.get(conversation_id))
+
+
+@router.get("/{conversation_id}/messages")
+async def list_messages(
+    conversation_id: str, conversations: Conversations, limit: MessageLimit = 50, cursor: PageCursor = None
+) -> Page[MessageOut]:
+    """The conversation's messages, newest first (the next page holds older ones); each assistant message carries
+    its tool calls."""
+    rows, next_cursor = await conversations.messages(conversation_id, limit, cursor)
+    return Page[MessageOut](items=[message_out(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.patch("/{conversation_id}")
-async def rename_conversation(conversation_id: str, body: ConversationUpdate, store: Store) -> ConversationOut:
-    return conversation_out(await store.rename(conversation_id, body.title))
+async def rename_conversation(
+    conversation_id: str, body: ConversationUpdate, conversations: Conversations
+) -> ConversationOut:
+    return conversation_out(await conversations.rename(conversation_id, body.title))
 
 
 @router.delete("/{conversation_id}", status_code=204)
-async def delete_conversation(conversation_id: str, store: Store) -> Response:
-    await store.delete(conversation_id)
+async def delete_conversation(conversation_id: str, conversations: Conversations) -> Response:
+    """Delete the conversation with everything in it; its running turns are cancelled first."""
+    await conversations.delete(conversation_id)
     return Response(status_code=204)
 
 
@@ -65,14 +78,12 @@ async def delete_conversation(conversation_id: str, store: Store) -> Response:
     responses={200: {"content": {"text/event-stream": {"description": "the turn as Server-Sent Events"}}}},
     response_model=TurnResponse,
 )
-async def send_message(conversation_id: str, body: MessageCreate, request: Request) -> Response:
+async def send_message(conversation_id: str, body: MessageCreate, chat: Chat, request: Request) -> Response:
     """Answer a user message: wait for the final answer (JSON), or stream the turn (`Accept: text/event-stream`)."""
-    chat = chat_of(request)
     chat.check_ready(body.content)
     if "text/event-stream" in request.headers.get("accept", ""):
         return TurnStream(lambda emit: chat.run_turn(conversation_id, body.content, emit))
     outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(conversation_id, body.content))
-    # Serialized here: the model was just built and checked, and FastAPI would validate it again (30 us).
     return Response(turn_response(outcome).model_dump_json(), media_type="application/json")
 
 
@@ -85,7 +96,6 @@ def turn_response(outcome: TurnOutcome) -> TurnResponse:
 
 
 @router.post("/{conversation_id}/cancel", status_code=202)
-async def cancel_turns(conversation_id: str, store: Store, chat: Chat) -> CancelResponse:
+async def cancel_turns(conversation_id: str, chat: Chat) -> CancelResponse:
     """Cancel every running turn of the conversation: model calls stop, running tool calls are cancelled."""
-    await store.get(conversation_id)
-    return CancelResponse(cancelled_turns=chat.running.cancel(conversation_id))
+    return CancelResponse(cancelled_turns=await chat.cancel_turns(conversation_id))

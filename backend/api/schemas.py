@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from backend.errors import BadRequestError
+from backend.cursors import decode_offset, encode_cursor
 from backend.mcp.models import ServerState
 
 T = TypeVar("T")
-MAX_PAGE_SIZE = 1000
 
 
 class _Request(BaseModel):
@@ -29,22 +26,14 @@ class Page(BaseModel, Generic[T]):
 
 
 def paginate(items: Sequence[T], limit: int, cursor: str | None) -> Page[T]:
-    """Cut one page from a stable list; the cursor is an opaque offset.
+    """Cut one page from a stable list; the cursor holds the offset the page starts at.
 
     Raises:
         BadRequestError: the cursor was not issued by this API.
     """
-    start = 0
-    if cursor is not None:
-        try:
-            start = int(base64.urlsafe_b64decode(cursor.encode()).decode())
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise BadRequestError(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page") from None
-        if start < 0:
-            raise BadRequestError(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page")
+    start = decode_offset(cursor) if cursor is not None else 0
     end = start + limit
-    next_cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
-    return Page[T](items=list(items[start:end]), next_cursor=next_cursor)
+    return Page[T](items=list(items[start:end]), next_cursor=encode_cursor(end) if end < len(items) else None)
 
 
 class ToolCallRequest(_Request):
@@ -89,7 +78,9 @@ class ToolCallOut(BaseModel):
     name: str
     server: str | None
     arguments: JsonValue  # the object the model sent, or its raw text when that was not valid JSON
-    result: JsonValue | None  # {"content": [...MCP blocks], "structured_content": ...}; null on failure
+    # {"content": [...MCP blocks], "structured_content": ...}, cut at MCPCHAT_TOOL_RESULT_STORE_MAX_BYTES (then with
+    # a last text block saying so and "truncated": {"original_bytes"}); null on failure
+    result: JsonValue | None
     result_text: str | None  # what the model was shown
     is_error: bool
     status: str
@@ -111,10 +102,6 @@ class ConversationOut(BaseModel):
     kind: str
     created_at: datetime
     updated_at: datetime
-
-
-class ConversationDetail(ConversationOut):
-    messages: list[MessageOut]
 
 
 class TurnResponse(BaseModel):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend.api.schemas import ConversationDetail, ConversationOut, MessageOut, ToolCallOut
-from backend.db.models import Conversation, Message, ToolCall, Turn
+from backend.api.schemas import ConversationOut, MessageOut, ToolCallOut
+from backend.db.models import Conversation, Message, ToolCall
 from backend.db.records import MessageRecord, ToolCallRecord
 from backend.services import tool_arguments
 
@@ -41,8 +41,3 @@ def conversation_out(conversation: Conversation) -> ConversationOut:
         created_at=conversation.created_at,
         updated_at=conversation.updated_at,
     )
-
-
-def conversation_detail(conversation: Conversation, turns: list[Turn]) -> ConversationDetail:
-    messages = [message_out(message) for turn in turns for message in turn.messages]
-    return ConversationDetail(**conversation_out(conversation).model_dump(), messages=messages)

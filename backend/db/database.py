@@ -1,16 +1,15 @@
-"""The database: where the store's transactions run.
+"""The database: where transactions run, the same way on SQLite and PostgreSQL.
 
-A transaction is a plain function of a SQLAlchemy `Connection`, committed when it returns and rolled back when
-it raises. On SQLite (the default) writes run on the event loop's own thread, on one connection, synchronously:
-a chat turn's writes are a few hundred microseconds of work each, and handing each to a worker thread cost more
-than the work (under 8 concurrent turns, writers queued on the lock while waiting for the GIL: 100 turns/s
-threaded, 130 inline, `python -m bench.drive`). So that the loop never waits on a lock or a disk flush, that
-connection does not wait for another process's write lock (a busy database sends the transaction to a worker
-thread that does wait), and it checkpoints only the WAL's tail: every CHECKPOINT_EVERY_COMMITS commits a thread
-of its own copies the bulk into the database file while requests go on, and the writer's next commit after it
-copies what was committed meanwhile (see `_write`). Reads use pooled connections on worker threads and never
-wait for the writer (WAL). Any other URL, PostgreSQL included, runs the same functions on the async driver
-through `run_sync`.
+A transaction is a plain function of a SQLAlchemy `Connection`, committed when it returns and rolled back when it
+raises; `Database.write` runs one, `Database.read` runs one that is never committed. Everything SQLite needs stays
+in this module. On SQLite (the default) a short write runs on the event loop's own thread, on one connection: a
+chat turn's writes are a few hundred microseconds each, and handing each to a worker thread cost more than the
+write itself. So that the loop never waits on a lock or a disk flush, that connection does not wait for another
+process's write lock (a busy database sends the transaction to a worker thread that does wait), writes the caller
+marks as long (deleting a large conversation, start-up's migrations and sweeps) run on that worker thread too, and
+WAL checkpoints run on a thread of their own (see `SqliteDatabase._after_commit`). Reads use pooled connections on
+worker threads and never wait for the writer (WAL). Any other URL, PostgreSQL included, runs the same functions on
+its async driver through `run_sync`.
 """
 
 from __future__ import annotations
@@ -34,14 +33,15 @@ Transaction = Callable[[Connection], T]
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_READERS = 4
 SQLITE_WAITING_WRITERS = 8  # threads that may wait for another process's write lock at once
-# About 5,000 WAL pages (20 MB) at a chat turn's writes: fewer, larger checkpoints copy a page the turns keep
-# rewriting (an index's last leaf) once, not once every 200 commits (the checkpoint thread: 2.4% of the CPU).
+# Fewer, larger checkpoints copy a page the turns keep rewriting (an index's last leaf) once per round, not once
+# every few commits.
 CHECKPOINT_EVERY_COMMITS = 1_000
 # The writer copies the WAL's tail itself (see SqliteDatabase._checkpoint_tail) only when the thread left at most
-# this many frames (4 MB): more means a reader's snapshot held them back, and copying them would stall the loop.
+# this many frames: more means a reader's snapshot held them back, and copying them would stall the loop.
 TAIL_MAX_FRAMES = 1_000
 # A WAL file longer than this is cut back to it when SQLite starts writing it from the beginning again.
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
+CHECKPOINT_THREAD = "sqlite-checkpoint"
 
 
 def async_url(url: str) -> str:
@@ -56,16 +56,10 @@ def is_sqlite(url: str) -> bool:
 
 
 class Database(Protocol):
-    async def write(self, transaction: Transaction[T]) -> T:
-        """Run `transaction` in a write transaction; commit if it returns."""
-        ...
+    async def write(self, transaction: Transaction[T], *, is_long: bool = False) -> T:
+        """Run `transaction` in a write transaction; commit if it returns, roll back if it raises.
 
-    async def write_statements(self, transaction: Transaction[T]) -> T:
-        """`write` for a transaction of Core statements only (prepared, or `Connection.execute`), no Session.
-
-        Raises:
-            RuntimeError: something inside ended the transaction (a Session's close rolls back what it began).
-        """
+        `is_long`: it may touch many rows (a large delete, a migration), so it must not run on the event loop."""
         ...
 
     async def read(self, transaction: Transaction[T]) -> T:
@@ -101,7 +95,7 @@ class SqliteDatabase:
         )
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "begin", _sqlite_begin)
-        self._writer: tuple[Connection, sqlite3.Connection] | None = None  # the event loop's, and its driver
+        self._writer: Connection | None = None  # the event loop's
         self._waiting_writer: Connection | None = None  # a worker thread's, for when another process writes
         self._waiting_lock = threading.Lock()
         self._waiting_threads = anyio.CapacityLimiter(SQLITE_WAITING_WRITERS)
@@ -111,23 +105,24 @@ class SqliteDatabase:
         self._tail_due = False  # the checkpoint thread ran: the writer checkpoints what came after its start
         self._frames_left = 0  # the frames the thread's last checkpoint could not copy
 
-    async def write(self, transaction: Transaction[T]) -> T:
-        return await self._write(transaction, on_driver=False)
-
-    async def write_statements(self, transaction: Transaction[T]) -> T:
-        # BEGIN and COMMIT go to the driver: SQLAlchemy's transaction objects and events cost 50,000 instructions
-        # a transaction (callgrind), 3% of a chat turn's four. A Session would begin a transaction of its own on
-        # the connection and roll it back on close, which is why `write` keeps SQLAlchemy's.
-        return await self._write(transaction, on_driver=True)
-
-    async def _write(self, transaction: Transaction[T], *, on_driver: bool) -> T:
+    async def write(self, transaction: Transaction[T], *, is_long: bool = False) -> T:
+        if is_long:
+            return await anyio.to_thread.run_sync(self._write_waiting, transaction, limiter=self._waiting_threads)
+        writer = self._loop_writer()
         try:
-            result = self._write_on_driver(transaction) if on_driver else self._write_on_loop(transaction)
-        except (OperationalError, sqlite3.OperationalError) as exc:
+            with writer.begin():
+                result = transaction(writer)
+        except (OperationalError, sqlite3.OperationalError) as exc:  # BEGIN, said in `_sqlite_begin`, is not wrapped
             if not _is_busy(exc):
                 raise
-            # Another process holds the write lock (BEGIN IMMEDIATE failed, so nothing ran): wait on a thread.
+            # Another connection holds the write lock (BEGIN IMMEDIATE failed, so nothing ran): wait on a thread.
             return await anyio.to_thread.run_sync(self._write_waiting, transaction, limiter=self._waiting_threads)
+        self._after_commit()
+        return result
+
+    def _after_commit(self) -> None:
+        """Every CHECKPOINT_EVERY_COMMITS commits, copy the WAL into the database file on a thread of its own (at
+        most one at a time, so no request waits for it); once it is done, copy the frames committed meanwhile."""
         self._commits += 1
         if self._tail_due and not self._checkpointer.is_alive():
             self._tail_due = False
@@ -135,61 +130,32 @@ class SqliteDatabase:
                 self._checkpoint_tail()
         elif self._commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointer.is_alive():
             self._commits = 0
-            # A thread of its own, so that no request waits for it; at most one at a time.
-            self._checkpointer = threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True)
+            self._checkpointer = threading.Thread(target=self._checkpoint, name=CHECKPOINT_THREAD, daemon=True)
             self._checkpointer.start()
             self._tail_due = True
-        return result
 
     def _checkpoint_tail(self) -> None:
         # SQLite writes its WAL from the beginning again only once a checkpoint has copied every frame in it, and
         # under steady writes the thread's checkpoint never has: the frames committed while it ran are left, so
-        # the WAL grew without end (228 MB after 2,500 chat turns, beside a 3 MB database). Those few frames are
-        # copied here, on the writer, between transactions; PASSIVE never waits (a reader's snapshot keeps its
-        # frames, and the next round tries again).
-        _, driver = self._loop_writer()
+        # the WAL grew without end. Those few frames are copied here, on the writer, between transactions;
+        # PASSIVE never waits (a reader's snapshot keeps its frames, and the next round tries again).
+        driver = self._loop_writer().connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)  # the sqlite:// dialect's driver
         try:
             driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
         except sqlite3.OperationalError as exc:  # another process is checkpointing: its checkpoint will do
             if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
                 raise
 
-    def _write_on_loop(self, transaction: Transaction[T]) -> T:
-        writer, _ = self._loop_writer()
-        with writer.begin():
-            return transaction(writer)
-
-    def _write_on_driver(self, transaction: Transaction[T]) -> T:
-        writer, driver = self._loop_writer()
-        driver.execute("BEGIN IMMEDIATE")
-        try:
-            result = transaction(writer)
-            # `Connection.execute` made SQLAlchemy begin too (`_sqlite_begin` found SQLite's transaction open):
-            # its commit ends SQLite's.
-            if writer.in_transaction():
-                writer.commit()
-            elif driver.in_transaction:
-                driver.execute("COMMIT")
-            else:
-                raise RuntimeError("the transaction was ended inside write_statements (a Session? use write)")
-        except BaseException:
-            if writer.in_transaction():
-                writer.rollback()
-            elif driver.in_transaction:
-                driver.execute("ROLLBACK")
-            raise
-        return result
-
-    def _loop_writer(self) -> tuple[Connection, sqlite3.Connection]:
+    def _loop_writer(self) -> Connection:
         if self._writer is None:
             writer = self.engine.connect()
             writer.info["is_writer"] = True
             driver = writer.connection.driver_connection
-            if not isinstance(driver, sqlite3.Connection):  # pragma: no cover - the sqlite:// dialect's driver
-                raise RuntimeError("the SQLite writer has no sqlite3 connection")
+            assert driver is not None  # a checked-out connection always has one
             driver.execute("PRAGMA busy_timeout=0")  # never wait on the loop: see write()
-            driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a worker thread
-            self._writer = (writer, driver)
+            driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a thread of their own
+            self._writer = writer
         return self._writer
 
     def _write_waiting(self, transaction: Transaction[T]) -> T:
@@ -222,7 +188,7 @@ class SqliteDatabase:
 
     async def aclose(self) -> None:
         if self._writer is not None:
-            self._writer[0].close()
+            self._writer.close()
 
         def close() -> None:
             if self._checkpointer.is_alive():
@@ -255,12 +221,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Connection) -> None:
     # IMMEDIATE: another process's writer makes this one wait at BEGIN (busy_timeout), never fail mid-transaction.
-    # Said to the driver directly: through SQLAlchemy's execute it cost as much as the transaction's INSERT.
     driver = connection.connection.driver_connection
-    if driver is None:  # pragma: no cover - a checked-out connection always has one
-        raise RuntimeError("no SQLite connection to begin a transaction on")
-    if driver.in_transaction:  # begun on the driver by `write_statements`
-        return
+    assert driver is not None  # a checked-out connection always has one
     driver.execute("BEGIN IMMEDIATE" if connection.info.get("is_writer") else "BEGIN")
 
 
@@ -270,12 +232,9 @@ class AsyncDriverDatabase:
             async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True
         )
 
-    async def write(self, transaction: Transaction[T]) -> T:
+    async def write(self, transaction: Transaction[T], *, is_long: bool = False) -> T:
         async with self.engine.begin() as connection:
             return await connection.run_sync(transaction)
-
-    async def write_statements(self, transaction: Transaction[T]) -> T:
-        return await self.write(transaction)
 
     async def read(self, transaction: Transaction[T]) -> T:
         async with self.engine.connect() as connection:

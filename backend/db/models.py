@@ -22,9 +22,8 @@ def new_id() -> str:
 
     Ids made later sort later, so a table's primary-key index and the indexes that lead with another row's id
     (a message's turn, a tool call's message) grow at their right edge: each insert dirties the pages the last
-    one did, not one random page per index in a file larger than SQLite's page cache (version 4's random ids
-    wrote and re-read a page per index per insert). Built from os.urandom directly: a UUID object per id was
-    1.4% of a turn's CPU under load."""
+    one did, not one random page per index in a file larger than the database's page cache. Built from
+    os.urandom directly, without a UUID object, as ids are made several times a turn."""
     raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
     raw[6] = raw[6] & 0x0F | 0x70  # version 7
     raw[8] = raw[8] & 0x3F | 0x80  # the RFC 9562 variant
@@ -68,9 +67,6 @@ class Conversation(Base):
     kind: Mapped[str] = mapped_column(String(16), default=ConversationKind.CHAT.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # One more for every turn started or finished in it: a process that knows the value before its own change
-    # knows that nobody else changed the conversation's turns since (the store's cache of finished turns).
-    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_conversations_created", "created_at", "id"),
@@ -96,7 +92,7 @@ class Turn(Base):
         back_populates="turn", order_by="Message.seq", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    # Covers the context query (see repositories._CONTEXT_BUDGET): answered from the index alone.
+    # Covers the context query (see repositories._FINISHED_TURNS): answered from the index alone.
     __table_args__ = (
         Index("ix_turns_context", "conversation_id", "started_at", "id", "status", "finished_at", "tokens"),
     )

@@ -1,8 +1,8 @@
 """Prepared statements: the chat path's SQL, run on SQLite's driver without SQLAlchemy's per-call machinery.
 
 A chat turn runs about ten statements. Through `Connection.execute` each one builds an execution context and a
-result object, which on SQLite cost as much CPU as SQLite itself (a turn's writes: 1.1-1.5 ms, half of it
-SQLAlchemy's, cProfile). A `Prepared` statement is still written, compiled and typed by SQLAlchemy: it compiles
+result object, which on SQLite cost as much CPU as SQLite itself. A `Prepared` statement is still written,
+compiled and typed by SQLAlchemy: it compiles
 once per set of parameter names, and converts each parameter with the bind processor of its column's type (the
 same conversion `Connection.execute` applies: datetimes as SQLite's text, booleans as integers, JSON as text),
 then hands SQL and values to the driver's cursor inside the connection's transaction. On any other database it

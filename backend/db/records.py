@@ -1,8 +1,8 @@
 """The chat path's rows as plain values: a turn, its messages and their tool calls, as written and kept by a turn.
 
 They mirror the ORM models column for column (and name their table, so the store inserts them the same way),
-but building one is a dataclass's __init__: a mapped instance's instrumentation cost more than its INSERT
-(an assistant message: 6% of a turn's CPU, py-spy). Reads for the API still return the ORM models.
+but building one is a dataclass's __init__: a mapped instance's instrumentation cost more than its INSERT.
+Reads for the API still return the ORM models.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,14 +22,12 @@ import structlog
 from anyio import CancelScope
 
 from backend.config import Settings
-from backend.db.models import ToolCall, ToolCallStatus, Turn, TurnStatus, new_id
+from backend.db.models import ToolCallStatus, TurnStatus, new_id
 from backend.db.records import MessageRecord, ToolCallRecord, TurnRecord
 from backend.db.repositories import (
-    ContextToolCall,
-    ContextTurn,
-    ContextWindow,
     ConversationStore,
     NewToolCall,
+    StartedTurn,
     ToolCallOutcome,
     assistant_message,
     context_turn,
@@ -37,6 +35,7 @@ from backend.db.repositories import (
 from backend.errors import AppError, PayloadTooLargeError
 from backend.mcp.models import Progress, ToolInfo
 from backend.services import tool_arguments
+from backend.services.history_cache import HistoryCache
 from backend.services.llm_provider import (
     AssistantMessage,
     Completion,
@@ -47,7 +46,6 @@ from backend.services.llm_provider import (
     LLMProvider,
     ModelCall,
     TextDelta,
-    ToolCallRequest,
     ToolDefinition,
     ToolResultMessage,
     UserMessage,
@@ -55,19 +53,9 @@ from backend.services.llm_provider import (
 from backend.services.mcp_service import McpService
 from backend.services.openai_service import NOT_CONFIGURED_DETAIL
 from backend.services.tokens import TokenCounter
-from backend.services.tool_results import error_for_model, text_for_model
-from backend.services.weighted_cache import WeightedCache
+from backend.services.tool_results import error_for_model, stored_result, text_for_model
 
 log = structlog.get_logger(__name__)
-
-# Finished turns never change, so each is rendered into model messages once and kept, least recently used
-# first out: a long conversation's context is neither re-read nor re-built on every turn. A cache per process
-# is never stale: the database decides which turns are in the context. The bound counts each turn's text plus
-# a fixed cost per turn, so it holds some 3,000 short turns (a dozen full context windows, a few MB) or a
-# few dozen with 100 KB tool results.
-HISTORY_CACHE_UNITS = 4_000_000
-HISTORY_CACHE_TURN_COST = 1_000
-RECENT_HISTORIES = 64  # conversations whose last history is kept whole (see ChatService._history)
 
 
 @dataclass(frozen=True)
@@ -140,6 +128,8 @@ class _TurnState:
     final_message: MessageRecord | None = None
     tool_call_messages: list[MessageRecord] = field(default_factory=list)  # as stored, their tool calls included
     settled_as: TurnStatus | None = None  # set once the turn's end is stored
+    prompt_tokens: int = 0  # as the provider counted them, over the turn's model calls (where it sent them)
+    completion_tokens: int = 0
 
     @property
     def tool_calls(self) -> list[ToolCallRecord]:
@@ -159,13 +149,8 @@ class ChatService:
         self._store, self._mcp, self._provider = store, mcp, provider
         self._settings, self._tokens = settings, tokens
         self.running = RunningTurns()
-        self._rendered: WeightedCache[str, HistoryTurn] = WeightedCache(HISTORY_CACHE_UNITS, _cache_units)
+        self._history = HistoryCache()
         self._tools: tuple[list[ToolInfo], tuple[ToolDefinition, ...]] = ([], ())
-        # Each conversation's last history, by its turn ids: turns that start together get the same tuple, so
-        # the provider's JSON of it is reused too.
-        self._recent_histories: WeightedCache[str, tuple[list[str], tuple[HistoryTurn, ...]]] = WeightedCache(
-            RECENT_HISTORIES, lambda _entry: 1
-        )
 
     def check_ready(self, content: str) -> LLMProvider:
         """Refuse a message before anything is stored or sent.
@@ -202,23 +187,35 @@ class ChatService:
         """
         return await self._run_turn(None, content, None)
 
+    async def cancel_turns(self, conversation_id: str) -> int:
+        """Cancel every running turn of the conversation; how many there were.
+
+        Raises:
+            ConversationNotFoundError: no such conversation.
+        """
+        await self._store.get(conversation_id)
+        return self.running.cancel(conversation_id)
+
     async def _run_turn(self, conversation_id: str | None, content: str, emit: Emit | None) -> TurnOutcome:
         provider = self.check_ready(content)
-        watch = emit or _ignore
         tokens = self._tokens.message(content)
-        turn, user_message, window = await self._store.start_turn_with_context(
-            conversation_id, content, self._context_budget(tokens), known=self._rendered.keys()
-        )
-        conversation_id = turn.conversation_id
-        log.info("chat.turn.started", conversation_id=conversation_id, turn_id=turn.id)
-        if emit is not None:
-            await emit(TurnEvent("message.created", message_payload(user_message)))
-        state = _TurnState(turn=turn, user_message=user_message, tokens=tokens, is_streamed=emit is not None)
+        # Shielded: a cancel that lands while the turn's row is being written (a client gone, a commit in flight
+        # on PostgreSQL) must not leave a stored turn that nothing settles. It is delivered at the next await,
+        # inside the `try` below.
+        with CancelScope(shield=True):
+            started = await self._store.start_turn(
+                conversation_id, content, self._context_budget(tokens), known=self._history.known()
+            )
+        turn = started.turn
+        state = _TurnState(turn=turn, user_message=started.user_message, tokens=tokens, is_streamed=emit is not None)
         status = TurnStatus.FAILED
         started_s = time.perf_counter()
+        log.info("chat.turn.started", conversation_id=turn.conversation_id, turn_id=turn.id)
         try:
-            with self.running.track(conversation_id) as scope:
-                await self._loop(provider, state, window, watch)
+            with self.running.track(turn.conversation_id) as scope:
+                if emit is not None:
+                    await emit(TurnEvent("message.created", message_payload(started.user_message)))
+                await self._loop(provider, state, started, emit or _ignore)
                 status = TurnStatus.COMPLETED
             if scope.cancelled_caught:
                 status = TurnStatus.CANCELLED
@@ -231,16 +228,18 @@ class ChatService:
                     await self._settle(state, status)
             log.info(
                 "chat.turn.finished",
-                conversation_id=conversation_id,
+                conversation_id=turn.conversation_id,
                 turn_id=turn.id,
-                status=status.value,
+                status=(state.settled_as or status).value,
                 duration_ms=round((time.perf_counter() - started_s) * 1000, 2),
+                prompt_tokens=state.prompt_tokens,
+                completion_tokens=state.completion_tokens,
             )
         # Built from what was stored, as it was stored: no read-back.
         return TurnOutcome(
             turn=turn,
             status=state.settled_as or status,
-            user_message=user_message,
+            user_message=started.user_message,
             final_message=state.final_message,
             tool_calls=state.tool_calls,
         )
@@ -257,8 +256,8 @@ class ChatService:
         await self._store.finish_turn(state.turn, status, state.tokens, partial, state.tool_calls)
         state.settled_as = status
 
-    async def _loop(self, provider: LLMProvider, state: _TurnState, window: ContextWindow, emit: Emit) -> None:
-        history = await self._history(state, window)
+    async def _loop(self, provider: LLMProvider, state: _TurnState, started: StartedTurn, emit: Emit) -> None:
+        history = await self._history_of(started)
         messages: list[LLMMessage] = [UserMessage(state.user_message.content)]
         rounds = self._settings.max_tool_rounds
         for _ in range(rounds):
@@ -288,39 +287,16 @@ class ChatService:
         budget = self._settings.context_max_tokens - message_tokens - (self._tokens.message(system) if system else 0)
         return max(budget, 0)
 
-    async def _history(self, state: _TurnState, window: ContextWindow) -> tuple[HistoryTurn, ...]:
-        """The turns in `window` as model messages, oldest first (a tuple: the same object for every model call
-        of the turn, which a provider may key on)."""
-        conversation_id = state.turn.conversation_id
-        recent = self._recent_histories.get(conversation_id)
-        if recent is not None and recent[0] == window.turn_ids:  # turns that started with the same context
-            return recent[1]
-        rendered = self._render(window)
-        if rendered is None:  # a concurrent turn pushed one out of the cache since the read: read them all
-            budget = self._context_budget(state.tokens)
-            rendered = self._render(await self._store.context_turns(state.turn, budget)) or []
-        history = tuple(rendered)
-        self._recent_histories.put(conversation_id, (window.turn_ids, history))
+    async def _history_of(self, started: StartedTurn) -> list[HistoryTurn]:
+        """The turn's context as model messages, oldest first."""
+        history = self._history.history(started.context_ids, started.context_rows)
+        if history is None:  # a concurrent turn pushed one out of the cache since the rows were read
+            rows = await self._store.context_turns(started.context_ids)
+            history = self._history.history(started.context_ids, rows) or []
         return history
 
-    def _render(self, window: ContextWindow) -> list[HistoryTurn] | None:
-        if not window.turns:  # the usual case: every turn is in the cache
-            return self._rendered.get_many(window.turn_ids)
-        out: list[HistoryTurn] = []
-        for turn_id in window.turn_ids:
-            rows = window.turns.get(turn_id)
-            if rows is None:
-                messages = self._rendered.get(turn_id)
-                if messages is None:
-                    return None
-            else:
-                messages = tuple(history_messages([rows]))
-                self._rendered.put(turn_id, messages)
-            out.append(messages)
-        return out
-
     def _tool_definitions(self) -> tuple[ToolDefinition, ...]:
-        """The ready tools for the model: the same object while they do not change, so providers can keep its JSON."""
+        """The ready tools for the model, built again only when the tools change."""
         tools = self._mcp.tools()
         known, definitions = self._tools
         if len(tools) != len(known) or any(a is not b for a, b in zip(tools, known, strict=True)):
@@ -335,12 +311,17 @@ class ChatService:
 
     async def _model_call(self, provider: LLMProvider, call: ModelCall, state: _TurnState, emit: Emit) -> Completion:
         state.streaming_id, state.streaming_text = new_id(), []
-        async for event in provider.stream(call):
-            if isinstance(event, TextDelta):
-                state.streaming_text.append(event.text)
-                await emit(TurnEvent("message.delta", {"message_id": state.streaming_id, "text": event.text}))
-            else:
-                return event
+        # Closed here, inside the turn's cancel scope: the answer's connection is released (or dropped) now, not
+        # whenever the garbage collector finalizes the generator.
+        async with aclosing(provider.stream(call)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    state.streaming_text.append(event.text)
+                    await emit(TurnEvent("message.delta", {"message_id": state.streaming_id, "text": event.text}))
+                else:
+                    state.prompt_tokens += event.prompt_tokens or 0
+                    state.completion_tokens += event.completion_tokens or 0
+                    return event
         raise LLMError("The model's answer ended without completing.")
 
     async def _store_answer(self, state: _TurnState, text: str, emit: Emit) -> None:
@@ -352,8 +333,7 @@ class ChatService:
         state.streaming_id, state.seq, state.final_message = None, state.seq + 1, message
         state.settled_as = TurnStatus.COMPLETED
         # Rendered now from what was just stored, as it would be read back: the next turn need not read it.
-        stored = context_turn([state.user_message, *state.tool_call_messages, message])
-        self._rendered.put(state.turn.id, tuple(history_messages([stored])))
+        self._history.add(state.turn.id, context_turn([state.user_message, *state.tool_call_messages, message]))
         await emit(TurnEvent("message.completed", {"message_id": message.id, "content": text}))
 
     async def _run_tool_calls(self, state: _TurnState, completion: Completion, emit: Emit) -> list[ToolResultMessage]:
@@ -464,31 +444,8 @@ class ChatService:
         except AppError as exc:
             return failed(exc.detail)
         text = text_for_model(result.content, result.structured_content, result.is_error, limit)
-        stored: dict[str, Any] = {"content": result.content, "structured_content": result.structured_content}
+        stored = stored_result(result.content, result.structured_content, self._settings.tool_result_store_max_bytes)
         return ToolCallOutcome(stored, text, result.is_error, ToolCallStatus.COMPLETED, result.duration_ms)
-
-
-def history_messages(turns: Sequence[Turn | ContextTurn]) -> list[LLMMessage]:
-    """Stored turns as model messages: each assistant tool-call message followed by one result per call."""
-    out: list[LLMMessage] = []
-    for turn in turns:
-        for message in turn.messages:
-            if message.role == "user":
-                out.append(UserMessage(message.content))
-                continue
-            requests = tuple(
-                ToolCallRequest(id=c.call_id, name=c.name, arguments=tool_arguments.replayable(c.arguments_json))
-                for c in message.tool_calls
-            )
-            out.append(AssistantMessage(message.content, requests))
-            out.extend(ToolResultMessage(c.call_id, tool_result_text(c)) for c in message.tool_calls)
-    return out
-
-
-def tool_result_text(call: ToolCall | ContextToolCall) -> str:
-    if call.result_text is not None:
-        return call.result_text
-    return f"{'[tool error] ' if call.status != ToolCallStatus.COMPLETED else ''}The tool call was {call.status}."
 
 
 def message_payload(message: MessageRecord) -> dict[str, Any]:
@@ -499,13 +456,3 @@ def message_payload(message: MessageRecord) -> dict[str, Any]:
         "status": message.status,
         "created_at": message.created_at.isoformat(),
     }
-
-
-def _cache_units(messages: HistoryTurn) -> int:
-    """A rendered turn's weight in the cache: its text (arguments included) and a fixed cost per turn."""
-    total = HISTORY_CACHE_TURN_COST
-    for message in messages:
-        total += len(message.content)
-        if isinstance(message, AssistantMessage):
-            total += sum(len(call.arguments) + len(call.name) for call in message.tool_calls)
-    return total

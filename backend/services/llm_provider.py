@@ -6,8 +6,8 @@ file that maps them, and the loop does not change.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from backend.errors import AppError
@@ -63,21 +63,27 @@ class TextDelta:
 
 @dataclass(frozen=True)
 class Completion:
-    """The last event of a model call: the whole answer."""
+    """The last event of a model call: the whole answer, and the tokens the provider counted (where it sent them)."""
 
     text: str
     tool_calls: tuple[ToolCallRequest, ...] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    finish_reason: str | None = None
 
 
 LLMEvent = TextDelta | Completion
 
 
-# A finished turn's messages, in order. The same object comes on every call whose context holds that turn,
-# so a provider may keep what it derives from one (its encoding) by identity.
-HistoryTurn = tuple[LLMMessage, ...]
+@dataclass(frozen=True, eq=False)
+class HistoryTurn:
+    """A finished turn's messages, in order, as every later model call whose context holds the turn sends them.
+
+    Finished turns never change, so a provider may keep its wire form of one in `encoded` (by format name): a long
+    conversation's history is then not encoded again on every call."""
+
+    id: str
+    messages: tuple[LLMMessage, ...]
+    encoded: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,6 @@ class ModelCall:
     """One request to the model: `system`, then the `history` turns, then this turn's `messages`."""
 
     messages: Sequence[LLMMessage]
-    # A tuple, the same one while the tools do not change, lets a provider keep its encoding.
     tools: Sequence[ToolDefinition] = ()
     # False: nobody watches the text arrive, so the provider may ask for the whole answer at once (no
     # TextDelta then; the Completion alone).
@@ -99,7 +104,7 @@ class LLMProvider(Protocol):
 
     model: str
 
-    def stream(self, call: ModelCall) -> AsyncIterator[LLMEvent]: ...
+    def stream(self, call: ModelCall) -> AsyncGenerator[LLMEvent, None]: ...
 
     async def aclose(self) -> None: ...
 

@@ -1,15 +1,14 @@
 """A cache bounded by the total weight of its values, least recently used out first.
 
-For lookups made hundreds of times a turn (one per history turn), so they come in batches: `get_many` and
-`peek_many` map C-level OrderedDict calls over the keys (no bytecode a key), and `keys()` answers `in` without
-a Python call. (cachetools' LRUCache cost 1.5 us a lookup; one Python method call per lookup, 0.3-0.5 us; a
-batch, under 0.1 us a key.)
+For lookups made hundreds of times a turn (one per history turn), so they come in batches: `get_many` maps
+C-level OrderedDict calls over the keys (no bytecode per key), and `keys()` answers `in` without a Python call;
+a general-purpose cache's per-lookup method call costs several times as much.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, KeysView, Sequence
+from collections.abc import Callable, Hashable, KeysView, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -47,10 +46,6 @@ class WeightedCache(Generic[K, V]):
             return None
         deque(map(self._values.move_to_end, keys), maxlen=0)  # a C-level loop that keeps nothing
         return out
-
-    def peek_many(self, keys: Iterable[K]) -> list[V | None]:
-        """Each key's value or None, the eviction order unchanged."""
-        return list(map(self._values.get, keys))
 
     def put(self, key: K, value: V) -> None:
         """Keep `value` unless it alone outweighs the bound; evict the least recently used until it fits."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from tests.support.app_runner import RunningApp
-from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.app_runner import RunningApp, run_app
+from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
+from tests.support.specs import chat_settings, testserver_spec
 from tests.support.sse import stream_turn
 
 
@@ -45,6 +49,11 @@ async def test_conversations_are_created_listed_renamed_and_deleted(chat_app: Ru
         ("POST", "/v1/conversations/{id}/messages", {}, 422),
         ("PATCH", "/v1/conversations/{id}", {"title": 5}, 422),
         ("POST", "/v1/conversations/missing/cancel", None, 404),
+        ("GET", "/v1/conversations/missing/messages", None, 404),
+        ("GET", "/v1/conversations/{id}/messages?limit=0", None, 422),
+        ("GET", "/v1/conversations/{id}/messages?limit=201", None, 422),
+        ("GET", "/v1/conversations/{id}/messages?cursor=bm90IGpzb24", None, 400),
+        ("GET", "/v1/conversations/{id}/messages?cursor=" + "x" * 201, None, 422),
     ],
 )
 async def test_conversation_routes_answer_problems_when_input_is_bad(
@@ -89,7 +98,7 @@ async def test_message_turn_answers_json_with_the_final_message_and_tool_calls(
         False,
         "completed",
     )
-    stored = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    stored = await chat_app.messages(conversation_id)
     assert [(m["role"], m["content"]) for m in stored] == [("user", "4²?"), ("assistant", ""), ("assistant", "16")]
     assert stored[1]["tool_calls"][0]["id"] == call["id"]
 
@@ -134,6 +143,53 @@ async def test_messages_keep_tool_results_with_their_call_when_read_back(
         Reply.say("2 and 4"),
     )
     await chat_app.http.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "both"})
-    messages = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    messages = await chat_app.messages(conversation_id)
     results = [call["result"]["structured_content"]["result"] for call in messages[1]["tool_calls"]]
     assert results == [2, 4]
+
+
+async def test_messages_are_paged_newest_first_and_the_first_page_holds_the_newest(
+    chat_app: RunningApp, fake_llm: FakeOpenAI
+) -> None:
+    conversation_id = await chat_app.new_conversation()
+    for number in range(30):
+        fake_llm.script(Reply.say(f"answer {number}"))
+        response = await chat_app.http.post(
+            f"/v1/conversations/{conversation_id}/messages", json={"content": f"question {number}"}
+        )
+        assert response.status_code == 200
+    url = f"/v1/conversations/{conversation_id}/messages"
+    first = (await chat_app.http.get(url)).json()
+    assert len(first["items"]) == 50  # the default page
+    assert [m["content"] for m in first["items"][:3]] == ["answer 29", "question 29", "answer 28"]
+    last = (await chat_app.http.get(url, params={"cursor": first["next_cursor"]})).json()
+    assert [m["content"] for m in last["items"]] == [
+        text for number in range(4, -1, -1) for text in (f"answer {number}", f"question {number}")
+    ]
+    assert last["next_cursor"] is None
+    small = (await chat_app.http.get(url, params={"limit": 3})).json()
+    assert [m["content"] for m in small["items"]] == ["answer 29", "question 29", "answer 28"]
+    conversation = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()
+    assert "messages" not in conversation  # paged at .../messages, never all at once
+
+
+async def test_a_large_tool_result_is_stored_and_streamed_cut_with_a_note_and_its_size(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    settings = chat_settings(tmp_path, fake_llm, tool_result_store_max_bytes=2000)
+    async with run_app(settings, [testserver_spec()]) as app:
+        await app.wait_ready("test")
+        conversation_id = await app.new_conversation()
+        big = "0123456789" * 1000
+        fake_llm.script(Reply.call(ToolCallSpec("test__echo", {"text": big})), Reply.say("done"))
+        events = await stream_turn(app.http, conversation_id, "echo a lot")
+        [completed] = [event.data for event in events if event.type == "tool_call.completed"]
+        [stored] = (await app.messages(conversation_id))[1]["tool_calls"]
+    for result in (completed["result"], stored["result"]):
+        assert result["truncated"]["original_bytes"] > len(big)
+        assert len(json.dumps(result)) <= 2000 + 100  # the cap, give or take the note's own size
+        assert result["content"][0]["text"] == big[: len(result["content"][0]["text"])]
+        assert "MCPCHAT_TOOL_RESULT_STORE_MAX_BYTES" in result["content"][-1]["text"]
+    assert stored["result"] == completed["result"]
+    # The model was still shown the result up to its own, separate cap.
+    assert fake_llm.requests[1]["messages"][-1]["content"] == big

@@ -149,7 +149,7 @@ async def test_model_failure_after_last_retry_is_a_clear_error_and_keeps_the_use
     assert response.status_code == 502
     assert "after 4 tries" in response.json()["detail"]
     assert len(fake_llm.requests) == 4
-    messages = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    messages = await chat_app.messages(conversation_id)
     assert [(m["role"], m["content"]) for m in messages] == [("user", "are you there?")]
 
 
@@ -180,7 +180,7 @@ async def test_cancel_endpoint_stops_the_tool_on_its_server_and_stores_the_turn_
                 break
     assert seen[-2:] == ["error", "done"]
     await wait_until(lambda: (marker_dir / "cancelled-hang").exists())
-    messages = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    messages = await chat_app.messages(conversation_id)
     assert messages[1]["tool_calls"][0]["status"] == "cancelled"
 
 
@@ -211,7 +211,7 @@ async def test_a_json_turn_whose_client_leaves_is_cancelled_and_keeps_the_user_m
         tg.cancel_scope.cancel()  # closes the connection mid-turn
     await wait_until(lambda: fake_llm.disconnects == 1)  # the model call was cancelled
     await wait_until(lambda: chat_app.chat.running.count() == 0)
-    messages = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    messages = await chat_app.messages(conversation_id)
     assert [(m["role"], m["content"]) for m in messages] == [("user", "wait")]
 
 
@@ -227,7 +227,7 @@ async def test_closing_the_stream_mid_tool_cancels_the_tool_and_keeps_what_was_s
                 break
     await wait_until(lambda: (marker_dir / "cancelled-hang").exists())
     await wait_until(lambda: chat_app.chat.running.count() == 0)
-    messages = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    messages = await chat_app.messages(conversation_id)
     assert [(m["role"], m["content"]) for m in messages] == [("user", "hang"), ("assistant", "Let me wait.")]
     assert messages[1]["tool_calls"][0]["status"] == "cancelled"
 
@@ -265,7 +265,7 @@ async def test_concurrent_turns_in_one_conversation_never_mix(chat_app: RunningA
                 assert [m.get("tool_call_id") for m in messages[index + 1 : index + 1 + len(ids)]] == ids
         user_turns = [m["content"] for m in messages if m["role"] == "user"]
         assert len(set(user_turns)) == len(user_turns)
-    stored = (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    stored = await chat_app.messages(conversation_id)
     assert len(stored) == 60
     for index in range(0, 60, 3):  # each turn's messages stay together: user, tool call, answer
         user, call, answer = stored[index : index + 3]
@@ -304,7 +304,7 @@ async def test_context_is_the_newest_history_that_fits_on_a_long_conversation(
         assert history[0]["role"] == "user"  # whole turns only
         sent_chars = sum(len(m["content"] or "") for m in messages)
         assert sent_chars // 4 <= 2000
-        stored = (await app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+        stored = await app.messages(conversation_id)
         assert len(stored) == 2002  # the stored history stays complete
 
 
@@ -343,7 +343,7 @@ async def test_turns_store_and_replay_their_history_on_postgresql(tmp_path: Path
         sent = fake_llm.requests[-1]["messages"]
         assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
         assert sent[2]["content"] == "2 + 3 = 5"
-        stored = (await app.http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+        stored = await app.messages(conversation_id)
         assert [m["content"] for m in stored] == ["2 + 3?", "", "5", "again?", "still 5"]
         fake_llm.script(Reply.say("legacy works"))
         legacy = await app.http.post("/api/chat", json={"message": "hello"})
@@ -362,7 +362,6 @@ def _seed(connection: Connection, conversation_id: str, turns: int) -> None:
     with Session(connection) as session:
         conversation = session.get(Conversation, conversation_id)
         assert conversation is not None
-        conversation.version += 2 * turns  # each turn's start and end, as the store counts them
         base = utcnow().timestamp() - turns
         for number in range(turns):
             at = datetime.fromtimestamp(base + number, UTC)

@@ -14,6 +14,7 @@ import anyio
 import httpx
 from anyio.abc import Process
 
+from tests.support.app_runner import all_messages
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tests.support.processes import free_port, wait_http_ok
 from tests.support.specs import REPO_ROOT
@@ -85,7 +86,7 @@ async def test_killing_the_app_mid_turn_loses_no_stored_message(
     async with app_process(env, port) as (_, http):
         conversation = (await http.get(f"/v1/conversations/{conversation_id}")).json()
         assert conversation["title"] == "durable"
-        messages = conversation["messages"]
+        messages = await all_messages(http, conversation_id)
         assert [(m["role"], m["content"]) for m in messages] == [("user", "please hang"), ("assistant", "Checking.")]
         assert messages[1]["tool_calls"][0]["status"] == "interrupted"
         history = (await http.get("/api/history")).json()["history"]

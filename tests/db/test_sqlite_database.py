@@ -1,17 +1,21 @@
-"""SQLite's writer: on the event loop, never waiting there for another process's lock, checkpointing elsewhere."""
+"""SQLite's writer: on the event loop, never waiting there for another process's lock or a long write, checkpointing
+elsewhere."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from backend.db.database import CHECKPOINT_EVERY_COMMITS, SqliteDatabase
+from backend.db.database import CHECKPOINT_EVERY_COMMITS, CHECKPOINT_THREAD, SqliteDatabase
 from tests.support.waiting import wait_until
 
 PAGE_BYTES = 4096
@@ -96,32 +100,6 @@ def _driver_insert(value: object) -> Callable[[Connection], None]:
     return transaction
 
 
-async def test_statements_on_the_driver_and_through_sqlalchemy_share_one_transaction(
-    database: SqliteDatabase,
-) -> None:
-    def both_then_fail(connection: Connection) -> None:
-        _driver_insert("driver")(connection)
-        _insert("sqlalchemy")(connection)
-        raise ValueError("stop")
-
-    def driver_then_fail(connection: Connection) -> None:
-        _driver_insert("driver")(connection)
-        raise ValueError("stop")
-
-    for failing in (both_then_fail, driver_then_fail):
-        with pytest.raises(ValueError, match="stop"):
-            await database.write_statements(failing)
-    assert await _values(database) == []
-
-    def both(connection: Connection) -> None:
-        _driver_insert("driver")(connection)
-        _insert("sqlalchemy")(connection)
-
-    await database.write_statements(both)
-    await database.write_statements(_driver_insert("driver alone"))
-    assert await _values(database) == ["driver", "sqlalchemy", "driver alone"]
-
-
 def _insert_in_session(value: object) -> Callable[[Connection], None]:
     def transaction(connection: Connection) -> None:
         with Session(connection) as session:
@@ -131,13 +109,45 @@ def _insert_in_session(value: object) -> Callable[[Connection], None]:
     return transaction
 
 
-async def test_a_session_writes_through_write_and_is_refused_by_write_statements(database: SqliteDatabase) -> None:
-    await database.write(_insert_in_session("kept"))
-    # Its close would roll back what it began: refused loudly, not lost quietly.
-    with pytest.raises(RuntimeError, match="use write"):
-        await database.write_statements(_insert_in_session("lost"))
-    await database.write_statements(_driver_insert("after"))
-    assert await _values(database) == ["kept", "after"]
+async def test_statements_on_the_driver_in_a_session_and_through_sqlalchemy_share_one_transaction(
+    database: SqliteDatabase,
+) -> None:
+    def all_then_fail(connection: Connection) -> None:
+        _driver_insert("driver")(connection)
+        _insert("sqlalchemy")(connection)
+        _insert_in_session("session")(connection)
+        raise ValueError("stop")
+
+    with pytest.raises(ValueError, match="stop"):
+        await database.write(all_then_fail)
+    assert await _values(database) == []
+
+    def all_three(connection: Connection) -> None:
+        _driver_insert("driver")(connection)
+        _insert_in_session("session")(connection)
+        _insert("sqlalchemy")(connection)
+
+    await database.write(all_three)
+    await database.write(_driver_insert("driver alone"))
+    assert await _values(database) == ["driver", "session", "sqlalchemy", "driver alone"]
+
+
+async def test_a_long_write_runs_off_the_event_loop_which_keeps_serving_meanwhile(database: SqliteDatabase) -> None:
+    may_finish = threading.Event()
+
+    def long_transaction(connection: Connection) -> None:
+        _insert("long")(connection)
+        # On the event loop's thread this would wait forever: nothing could set the event.
+        if not may_finish.wait(timeout=5):
+            raise TimeoutError("the event loop was blocked while the long write ran")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(database.write, long_transaction, is_long=True))
+            await anyio.lowlevel.checkpoint()  # the loop runs this task while the write is under way
+            may_finish.set()
+    await database.write(_insert("after"))  # the loop's writer waits for nothing once it is done
+    assert await _values(database) == ["long", "after"]
 
 
 async def test_the_wal_is_checkpointed_into_the_database_file_while_the_app_writes(
@@ -177,7 +187,7 @@ async def test_the_writer_leaves_frames_a_reader_held_back_to_the_next_round_rat
         await database.write(_insert(blob))
     size_before = _file_bytes(path)
     # The round's checkpoint thread could copy nothing past the reader's snapshot.
-    await wait_until(lambda: not database._checkpointer.is_alive())
+    await wait_until(lambda: CHECKPOINT_THREAD not in {thread.name for thread in threading.enumerate()})
     reader.execute("COMMIT")
     reader.close()
     await database.write(_insert(b"after"))

@@ -15,8 +15,10 @@ from sqlalchemy import Connection, inspect, text
 
 from backend.db.database import Database, open_database
 from backend.db.migrate import HEAD_REVISION, alembic_config, current_revision, migrate, upgrade
-from backend.db.models import Base, TurnStatus
-from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall
+from backend.db.models import Base, TurnStatus, new_id
+from backend.db.records import TurnRecord
+from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall, assistant_message
+from backend.errors import BadRequestError
 from tests.support.services import POSTGRES_URL_VAR, service_url
 
 TABLES = {"conversations", "turns", "messages", "tool_calls"}
@@ -72,8 +74,9 @@ async def test_migrations_leave_exactly_the_schema_the_models_describe(database:
     assert await _schema_differences(database) == []
 
 
-async def test_upgrade_migrates_a_database_at_an_older_revision(database: Database) -> None:
-    await migrate(database, "0002")
+@pytest.mark.parametrize("revision", ["0002", "0003"])
+async def test_upgrade_migrates_a_database_at_an_older_revision(database: Database, revision: str) -> None:
+    await migrate(database, revision)
     await upgrade(database)
     assert await current_revision(database) == HEAD_REVISION
     assert await _schema_differences(database) == []
@@ -97,111 +100,139 @@ def test_starting_on_an_empty_or_current_database_never_loads_alembic(tmp_path: 
     assert run.stdout.strip() == "[]"
 
 
+async def _start(store: ConversationStore, conversation_id: str | None, content: str) -> TurnRecord:
+    return (await store.start_turn(conversation_id, content, max_tokens=1000)).turn
+
+
 async def test_context_holds_only_turns_finished_before_the_turn_began(store: ConversationStore) -> None:
     conversation = await store.create("ctx")
-    done, _ = await store.start_turn(conversation.id, "first")
+    done = await _start(store, conversation.id, "first")
     await store.add_assistant_message(done, "00000000-0000-0000-0000-000000000001", 1, "first answer")
     await store.finish_turn(done, TurnStatus.COMPLETED, tokens=10)
-    running, _ = await store.start_turn(conversation.id, "still running")
-    current, _ = await store.start_turn(conversation.id, "current")
+    running = await _start(store, conversation.id, "still running")
+    current = await store.start_turn(conversation.id, "current", max_tokens=1000)
+    assert current.context_ids == [done.id]
+    assert [m.content for m in current.context_rows[done.id].messages] == ["first", "first answer"]
     await store.finish_turn(running, TurnStatus.COMPLETED, tokens=10)  # finished after `current` began
-    context = await store.context_turns(current, max_tokens=1000)
-    assert context.turn_ids == [done.id]
-    assert [m.content for m in context.turns[done.id].messages] == ["first", "first answer"]
-    assert (await store.context_turns(current, max_tokens=5)).turn_ids == []  # the budget is respected
-    following, _, window = await store.start_turn_with_context(conversation.id, "following", max_tokens=1000)
-    assert window.turn_ids == [done.id, running.id]  # `current` is still running
-    assert (await store.context_turns(following, max_tokens=1000)).turn_ids == window.turn_ids
+    following = await store.start_turn(conversation.id, "following", max_tokens=1000)
+    assert following.context_ids == [done.id, running.id]  # `current` is still running
+    assert (await store.start_turn(conversation.id, "small", max_tokens=15)).context_ids == [running.id]
 
 
 async def test_context_reads_rows_only_of_turns_the_caller_does_not_know(store: ConversationStore) -> None:
     conversation = await store.create()
     finished = []
     for number in range(3):
-        turn, _ = await store.start_turn(conversation.id, f"question {number}")
+        turn = await _start(store, conversation.id, f"question {number}")
         await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=10)
         finished.append(turn.id)
-    current, _ = await store.start_turn(conversation.id, "now")
-    context = await store.context_turns(current, max_tokens=1000, known={finished[0], finished[2]})
-    assert context.turn_ids == finished  # oldest first, the known ones included
-    assert list(context.turns) == [finished[1]]
-    assert [m.content for m in context.turns[finished[1]].messages] == ["question 1"]
+    current = await store.start_turn(conversation.id, "now", max_tokens=1000, known={finished[0], finished[2]})
+    assert current.context_ids == finished  # oldest first, the known ones included
+    assert list(current.context_rows) == [finished[1]]
+    assert [m.content for m in current.context_rows[finished[1]].messages] == ["question 1"]
+    rows = await store.context_turns(finished)
+    assert [[m.content for m in rows[turn_id].messages] for turn_id in finished] == [
+        ["question 0"],
+        ["question 1"],
+        ["question 2"],
+    ]
 
 
 async def test_a_turns_context_holds_what_other_processes_finished_in_the_conversation(
     database: Database, store: ConversationStore
 ) -> None:
-    other = ConversationStore(database)  # another process's store: its own memory, the same database
+    other = ConversationStore(database)  # another process's store, the same database
     conversation = await store.create()
     finished: list[str] = []
     for number, writer in enumerate([store, store, other, store, other, other, store]):
-        turn, _, window = await writer.start_turn_with_context(conversation.id, f"q{number}", max_tokens=1000)
-        assert window.turn_ids == finished  # every finished turn, whichever store wrote it
-        await writer.finish_turn(turn, TurnStatus.COMPLETED, tokens=10)
-        finished.append(turn.id)
+        started = await writer.start_turn(conversation.id, f"q{number}", max_tokens=1000)
+        assert started.context_ids == finished  # every finished turn, whichever store wrote it
+        await writer.finish_turn(started.turn, TurnStatus.COMPLETED, tokens=10)
+        finished.append(started.turn.id)
     # Started first, finished last: placed by when it started, and only once it has finished.
-    early, _ = await store.start_turn(conversation.id, "slow")
-    late, _, window = await other.start_turn_with_context(conversation.id, "fast", max_tokens=1000)
+    early = await _start(store, conversation.id, "slow")
+    late = await _start(other, conversation.id, "fast")
     await other.finish_turn(late, TurnStatus.COMPLETED, tokens=10)
-    _, _, window = await store.start_turn_with_context(conversation.id, "next", max_tokens=1000)
-    assert window.turn_ids == [*finished, late.id]
+    assert (await store.start_turn(conversation.id, "next", max_tokens=1000)).context_ids == [*finished, late.id]
     await store.finish_turn(early, TurnStatus.FAILED, tokens=10)
-    current, _, window = await store.start_turn_with_context(conversation.id, "last", max_tokens=35)
-    assert window.turn_ids == [finished[-1], early.id, late.id]  # the newest that fit 35 tokens, oldest first
-    assert window.turn_ids == (await store.context_turns(current, max_tokens=35)).turn_ids  # as a fresh read
+    last = await store.start_turn(conversation.id, "last", max_tokens=35)
+    assert last.context_ids == [finished[-1], early.id, late.id]  # the newest that fit 35 tokens, oldest first
 
 
-async def test_a_turn_started_in_a_deleted_conversation_finds_no_remembered_context(
-    store: ConversationStore,
-) -> None:
+async def test_a_turn_cannot_start_in_a_deleted_conversation(store: ConversationStore) -> None:
     conversation = await store.create()
-    turn, _, _ = await store.start_turn_with_context(conversation.id, "hi", max_tokens=1000)
+    turn = await _start(store, conversation.id, "hi")
     await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=1)
     await store.delete(conversation.id)
     with pytest.raises(ConversationNotFoundError):
-        await store.start_turn_with_context(conversation.id, "again", max_tokens=1000)
+        await store.start_turn(conversation.id, "again", max_tokens=1000)
 
 
 async def test_a_turn_ends_quietly_when_its_conversation_was_deleted_while_it_ran(store: ConversationStore) -> None:
     conversation = await store.create()
-    turn, _ = await store.start_turn(conversation.id, "going")
+    turn = await _start(store, conversation.id, "going")
     await store.delete(conversation.id)
-    await store.finish_turn(turn, TurnStatus.CANCELLED, tokens=1)
+    answer = assistant_message(turn, "33333333-3333-3333-3333-333333333333", 1, "too late")
+    await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=1, answer=answer)
     with pytest.raises(ConversationNotFoundError):
         await store.history(conversation.id)
 
 
 async def test_tool_calls_left_running_are_cancelled_when_the_turn_ends(store: ConversationStore) -> None:
     conversation = await store.create()
-    turn, _ = await store.start_turn(conversation.id, "go")
+    turn = await _start(store, conversation.id, "go")
     call = NewToolCall(
         id="11111111-1111-1111-1111-111111111111", call_id="c1", name="t__x", server="t", arguments_json="{}"
     )
     await store.add_assistant_message(turn, "22222222-2222-2222-2222-222222222222", 1, "", [call])
     await store.finish_turn(turn, TurnStatus.CANCELLED, tokens=0)
-    _, turns = await store.history(conversation.id)
+    turns = await store.history(conversation.id)
     [stored] = turns[0].messages[1].tool_calls
     assert (stored.status, stored.is_error) == ("cancelled", True)
 
 
 async def test_interrupted_turns_are_marked_at_start_up(store: ConversationStore) -> None:
     conversation = await store.create()
-    await store.start_turn(conversation.id, "lost?")
+    await _start(store, conversation.id, "lost?")
     assert await store.mark_interrupted() == 1
-    _, turns = await store.history(conversation.id)
+    turns = await store.history(conversation.id)
     assert turns[0].status == "interrupted"
     assert [m.content for m in turns[0].messages] == ["lost?"]
 
 
 async def test_delete_removes_the_conversation_with_everything_in_it(store: ConversationStore) -> None:
     conversation = await store.create()
-    turn, _ = await store.start_turn(conversation.id, "bye")
+    turn = await _start(store, conversation.id, "bye")
     await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=1)
     await store.delete(conversation.id)
     with pytest.raises(ConversationNotFoundError):
         await store.history(conversation.id)
     with pytest.raises(ConversationNotFoundError):
-        await store.start_turn(conversation.id, "again")
+        await store.start_turn(conversation.id, "again", max_tokens=1000)
+
+
+async def test_message_pages_are_newest_first_complete_and_keep_each_turns_order(store: ConversationStore) -> None:
+    conversation = await store.create()
+    expected: list[str] = []
+    for number in range(4):
+        turn = await _start(store, conversation.id, f"q{number}")
+        for seq in (1, 2):
+            await store.add_assistant_message(turn, new_id(), seq, f"a{number}.{seq}")
+        await store.finish_turn(turn, TurnStatus.COMPLETED, tokens=1)
+        expected += [f"q{number}", f"a{number}.1", f"a{number}.2"]
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        messages, cursor = await store.messages_page(conversation.id, 5, cursor)
+        assert len(messages) <= 5
+        seen.extend(message.content for message in messages)
+        if cursor is None:
+            break
+    assert seen == expected[::-1]
+    with pytest.raises(ConversationNotFoundError):
+        await store.messages_page("no-such-conversation", 5, None)
+    with pytest.raises(BadRequestError):
+        await store.messages_page(conversation.id, 5, "not-a-cursor")
 
 
 async def test_pages_are_newest_first_and_complete(store: ConversationStore) -> None:
@@ -225,10 +256,10 @@ async def test_legacy_conversation_is_created_once_and_reused(store: Conversatio
 async def test_legacy_turns_go_to_the_newest_legacy_conversation_created_on_first_use(
     store: ConversationStore,
 ) -> None:
-    first, _, _ = await store.start_turn_with_context(None, "hello", max_tokens=1000)
-    again, _, window = await store.start_turn_with_context(None, "again", max_tokens=1000)
-    assert again.conversation_id == first.conversation_id == (await store.legacy()).id
-    assert window.turn_ids == []  # `first` is still running
+    first = await _start(store, None, "hello")
+    again = await store.start_turn(None, "again", max_tokens=1000)
+    assert again.turn.conversation_id == first.conversation_id == (await store.legacy()).id
+    assert again.context_ids == []  # `first` is still running
     fresh = await store.new_legacy()
-    after_clear, _, _ = await store.start_turn_with_context(None, "after clear", max_tokens=1000)
+    after_clear = await _start(store, None, "after clear")
     assert after_clear.conversation_id == fresh.id != first.conversation_id

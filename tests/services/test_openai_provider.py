@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.db.models import new_id
 from backend.services.llm_provider import (
     AssistantMessage,
     Completion,
@@ -24,11 +25,15 @@ from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.specs import chat_settings
 
 
+def turn(*messages: LLMMessage) -> HistoryTurn:
+    return HistoryTurn(new_id(), messages)
+
+
 async def test_each_request_carries_exactly_its_history_when_turn_objects_come_and_go(
     tmp_path: Path, fake_llm: FakeOpenAI
 ) -> None:
     provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
-    kept: HistoryTurn = (
+    kept = turn(
         UserMessage("kept question"),
         AssistantMessage("", (ToolCallRequest("c1", "t__x", '{"n": 1}'),)),
         ToolResultMessage("c1", "2"),
@@ -36,9 +41,9 @@ async def test_each_request_carries_exactly_its_history_when_turn_objects_come_a
     tools = (ToolDefinition("t__x", "x it", {"type": "object"}),)
     try:
         for number in range(50):
-            # A new turn each time, dropped after the call: its id is free for the next one to reuse.
-            dropped: HistoryTurn = (UserMessage(f"question {number} é"), AssistantMessage(f"answer {number}"))
-            call = ModelCall([UserMessage("now")], tools, history=[kept, dropped, ()], system="Be brief.")
+            # A new turn each time, dropped after the call.
+            dropped = turn(UserMessage(f"question {number} é"), AssistantMessage(f"answer {number}"))
+            call = ModelCall([UserMessage("now")], tools, history=[kept, dropped, turn()], system="Be brief.")
             fake_llm.script(Reply.say("ok"))
             events = [event async for event in provider.stream(call)]
             assert isinstance(events[-1], Completion)
@@ -92,13 +97,13 @@ async def test_a_turns_later_calls_reuse_its_history_and_still_carry_their_own_m
     tmp_path: Path, fake_llm: FakeOpenAI
 ) -> None:
     provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
-    history: tuple[HistoryTurn, ...] = ((UserMessage("before"), AssistantMessage("earlier answer")),)
+    history = [turn(UserMessage("before"), AssistantMessage("earlier answer"))]
     try:
         rounds: list[list[LLMMessage]] = [[UserMessage("q")], [UserMessage("q"), AssistantMessage("partial")]]
         for messages in rounds:
             fake_llm.script(Reply.say("ok"))
             _ = [event async for event in provider.stream(ModelCall(messages, history=history))]
-        empty_history = ModelCall([UserMessage("alone")], history=((),))
+        empty_history = ModelCall([UserMessage("alone")], history=[turn()])
         fake_llm.script(Reply.say("ok"))
         _ = [event async for event in provider.stream(empty_history)]
     finally:
@@ -111,43 +116,22 @@ async def test_a_turns_later_calls_reuse_its_history_and_still_carry_their_own_m
     ]
 
 
-async def test_turns_running_at_once_each_send_their_own_history(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
-    provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
-    first: tuple[HistoryTurn, ...] = ((UserMessage("one"), AssistantMessage("1")),)
-    second: tuple[HistoryTurn, ...] = (*first, (UserMessage("two"), AssistantMessage("2")))
-    try:
-        for history in (first, second, first, second):  # two turns' model calls, interleaved
-            fake_llm.script(Reply.say("ok"))
-            _ = [event async for event in provider.stream(ModelCall([UserMessage("q")], history=history))]
-    finally:
-        await provider.aclose()
-    one = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}]
-    both = [*one, {"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]
-    question = {"role": "user", "content": "q"}
-    assert [request["messages"] for request in fake_llm.requests] == [
-        [*one, question],
-        [*both, question],
-        [*one, question],
-        [*both, question],
-    ]
-
-
 async def test_each_request_carries_its_window_as_windows_slide_grow_and_jump(
     tmp_path: Path, fake_llm: FakeOpenAI
 ) -> None:
     provider = OpenAIProvider(chat_settings(tmp_path, fake_llm))
     pool: list[HistoryTurn] = [
-        (
+        turn(
             UserMessage(f"q{i}"),
             AssistantMessage("", (ToolCallRequest(f"c{i}", "t__x", "{}"),)),
             ToolResultMessage(f"c{i}", f"r{i}"),
         )
         if i % 3 == 0
-        else (UserMessage(f"q{i}"), AssistantMessage(f"a{i}"))
+        else turn(UserMessage(f"q{i}"), AssistantMessage(f"a{i}"))
         for i in range(60)
     ]
     # (first, last) turn of each request's window, in order: growing, sliding by one and by several, the same
-    # turns in a new tuple, a jump to unrelated turns, shrinking, and sliding past the last window's end.
+    # turns again, a jump to unrelated turns, shrinking, and sliding past the last window's end.
     windows = [(0, 3), (0, 4), (1, 5), (4, 9), (4, 9), (30, 40), (30, 35), (33, 50), (49, 52), (0, 1)]
     try:
         for first, last in windows:
@@ -157,7 +141,7 @@ async def test_each_request_carries_its_window_as_windows_slide_grow_and_jump(
     finally:
         await provider.aclose()
     expected = [
-        [to_openai_message(message) for turn in pool[first:last] for message in turn]
+        [to_openai_message(message) for history_turn in pool[first:last] for message in history_turn.messages]
         + [{"role": "user", "content": "now"}]
         for first, last in windows
     ]

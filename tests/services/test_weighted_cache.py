@@ -29,15 +29,6 @@ def test_putting_a_key_again_replaces_its_value_and_weight() -> None:
     assert (cache.get("a"), len(cache), cache.total_weight) == ("aa", 1, 2)
 
 
-def test_peeking_leaves_the_eviction_order_as_it_was() -> None:
-    cache: WeightedCache[str, str] = WeightedCache(max_weight=10, weight=len)
-    cache.put("a", "aaaa")
-    cache.put("b", "bbbb")
-    assert cache.peek_many(["a", "missing"]) == ["aaaa", None]  # "a" stays the oldest
-    cache.put("c", "cccc")
-    assert ("a" in cache.keys(), "b" in cache.keys(), "c" in cache.keys()) == (False, True, True)
-
-
 def test_get_many_answers_all_or_nothing_and_refreshes_what_it_found() -> None:
     cache: WeightedCache[str, str] = WeightedCache(max_weight=12, weight=len)
     for key in "abc":

@@ -6,6 +6,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import httpx
@@ -19,6 +20,20 @@ from backend.services.chat_service import ChatService
 from backend.services.mcp_service import McpService
 
 WAIT_S = 20
+
+
+async def all_messages(http: httpx.AsyncClient, conversation_id: str) -> list[dict[str, Any]]:
+    """Every stored message of a conversation, oldest first, read page by page as an API client would."""
+    newest_first: list[dict[str, Any]] = []
+    params: dict[str, str | int] = {"limit": 200}
+    while True:
+        response = await http.get(f"/v1/conversations/{conversation_id}/messages", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        newest_first.extend(page["items"])
+        if page["next_cursor"] is None:
+            return newest_first[::-1]
+        params["cursor"] = page["next_cursor"]
 
 
 @dataclass
@@ -38,6 +53,10 @@ class RunningApp:
         conversation_id: str = response.json()["id"]
         return conversation_id
 
+    async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every stored message of the conversation, oldest first."""
+        return await all_messages(self.http, conversation_id)
+
     async def wait_ready(self, *names: str) -> None:
         for name in names:
             await self.wait_for_status(name, ServerStatus.READY)
@@ -48,6 +67,7 @@ async def run_app(settings: Settings, specs: Sequence[ServerSpec]) -> AsyncItera
     """Start the app on 127.0.0.1 port 0; stop it (lifespan exit included) when the block ends."""
     app = create_app(settings, specs)
     sock = socket.create_server(("127.0.0.1", 0))  # bound first: no readiness polling
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as for the fake model (see run_fake_openai)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 

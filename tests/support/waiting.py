@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import psutil
@@ -17,6 +17,13 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> No
     """
     with anyio.fail_after(timeout_s):
         while not condition():  # noqa: ASYNC110 - the state lives in another process
+            await anyio.sleep(POLL_S)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10) -> None:
+    """`wait_until` for a check that must await (a database read): what another task settles and no event reports."""
+    with anyio.fail_after(timeout_s):
+        while not await check():  # noqa: ASYNC110 - the state is in the database, written by another task
             await anyio.sleep(POLL_S)
 
 
