@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import anyio
 import jsonschema
-import jsonschema_rs
 import structlog
 from jsonschema.protocols import Validator
 from pydantic import JsonValue
@@ -71,7 +70,7 @@ class McpService:
             for spec in specs
         }
         self._catalog = _Catalog(tools={}, prompts={})
-        self._validators: dict[str, _ArgumentsCheck | None] = {}
+        self._validators: dict[str, Validator | None] = {}  # by tool, compiled once; None: the schema is invalid
         # A rendered prompt becomes chat messages, so an argument is bounded like a message.
         self._max_prompt_argument_chars = settings.max_message_chars
 
@@ -201,10 +200,10 @@ class McpService:
         """
         if tool.name not in self._validators:
             self._validators[tool.name] = _validator_for(tool)
-        check = self._validators[tool.name]
-        if check is None or (check.fast is not None and check.fast.is_valid(arguments)):
+        validator = self._validators[tool.name]
+        if validator is None:
             return
-        errors = sorted(check.full.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
         if not errors:
             return
         listed: list[JsonValue] = [
@@ -326,37 +325,18 @@ class McpService:
         return await owner.read_resource(uri)
 
 
-@dataclass(frozen=True)
-class _ArgumentsCheck:
-    """A tool's input schema, compiled twice: jsonschema-rs answers "valid" for the common case in under a
-    microsecond (jsonschema took 14-50 us, 1% of a chat turn); arguments it does not pass are judged, and their
-    errors worded, by jsonschema. Where the two could differ (a `pattern`'s regex dialect, say), only the
-    arguments jsonschema-rs passes skip jsonschema, and the server's own validation still applies to them."""
-
-    full: Validator
-    fast: jsonschema_rs.Validator | None  # None: jsonschema-rs could not compile the schema
-
-
-def _validator_for(tool: ToolInfo) -> _ArgumentsCheck | None:
+def _validator_for(tool: ToolInfo) -> Validator | None:
+    """The tool's input schema, compiled; formats are not asserted and a remote `$ref` is never fetched (as
+    jsonschema does by default). None when the schema itself is invalid: the server's own validation still
+    applies, ours only saves a round trip."""
     cls = jsonschema.validators.validator_for(tool.input_schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(tool.input_schema)
     except jsonschema.SchemaError as exc:
-        # The server's own validation still applies; ours only saves a round trip.
         log.warning("mcp.tool.schema_invalid", tool=tool.name, error=exc.message)
         return None
-    full: Validator = cls(tool.input_schema)
-    try:
-        # Formats are not asserted (as jsonschema does by default); a remote $ref is never fetched.
-        fast = jsonschema_rs.validator_for(tool.input_schema, validate_formats=False, retriever=_no_retrieval)
-    except (ValueError, jsonschema_rs.ReferencingError) as exc:
-        log.info("mcp.tool.schema_fast_check_unavailable", tool=tool.name, error=str(exc))
-        fast = None
-    return _ArgumentsCheck(full, fast)
-
-
-def _no_retrieval(uri: str) -> JsonObject:
-    raise ValueError(f"{uri} is not fetched: a tool's schema must be self-contained to be checked here")
+    validator: Validator = cls(tool.input_schema)
+    return validator
 
 
 def _template_matches(template: str, uri: str) -> bool:
