@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Connection, DateTime, Float, ForeignKey, Index, Integer, String, Text, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from backend.db.triggers import TURN_FINISHED_TRIGGERS
 
 
 def new_id() -> str:
@@ -67,6 +69,8 @@ class Conversation(Base):
     kind: Mapped[str] = mapped_column(String(16), default=ConversationKind.CHAT.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bumped by the database whenever one of its finished turns is written (backend/db/triggers.py).
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_conversations_created", "created_at", "id"),
@@ -139,3 +143,9 @@ class ToolCall(Base):
     message: Mapped[Message] = relationship(back_populates="tool_calls")
 
     __table_args__ = (Index("ix_tool_calls_message_seq", "message_id", "seq"),)
+
+
+@event.listens_for(Turn.__table__, "after_create")
+def _create_turn_finished_triggers(_table: object, connection: Connection, **_kw: object) -> None:
+    for statement in TURN_FINISHED_TRIGGERS.get(connection.dialect.name, ()):
+        connection.exec_driver_sql(statement)

@@ -9,11 +9,13 @@ statements built once (`backend.db.prepared`); reads for the API return detached
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
+from collections import OrderedDict
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from itertools import accumulate
-from operator import attrgetter
+from datetime import UTC, datetime
+from itertools import accumulate, filterfalse
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, FromClause, bindparam, delete, insert, select, tuple_, update
@@ -40,6 +42,7 @@ from backend.errors import NotFoundError
 # A turn's context is picked from no more than this many of the conversation's newest finished turns, however
 # long the conversation: the cost of a turn does not grow with its history.
 CONTEXT_TURN_WINDOW = 256
+KNOWN_CONVERSATIONS = 1_000  # whose finished turns the store keeps in memory (a few KB each)
 CANCELLED_TOOL_CALL_TEXT = "The tool call was cancelled."
 INTERRUPTED_TOOL_CALL_TEXT = "The tool call was interrupted: MCP Chat stopped before it finished."
 
@@ -49,7 +52,11 @@ _INSERT = {table: Prepared(insert(table)) for table in Base.metadata.sorted_tabl
 _COLUMNS: dict[FromClause, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {
     table: (keys := tuple(table.columns.keys()), attrgetter(*keys)) for table in Base.metadata.sorted_tables
 }
-_TOUCH_CONVERSATION = Prepared(update(Conversation).where(Conversation.id == bindparam("b_id")))
+_ID, _TOKENS = itemgetter(1), itemgetter(2)
+_TOUCH_CONVERSATION = Prepared(
+    update(Conversation).where(Conversation.id == bindparam("b_id")).returning(Conversation.version)
+)
+_CONVERSATION_VERSION = Prepared(select(Conversation.version).where(Conversation.id == bindparam("b_id")))
 # UPDATEs take their SET columns from the parameters they run with.
 _UPDATE_TURN = Prepared(update(Turn).where(Turn.id == bindparam("b_id")))
 _UPDATE_TOOL_CALL = Prepared(update(ToolCall).where(ToolCall.id == bindparam("b_id")))
@@ -66,10 +73,10 @@ _NEWEST_LEGACY = (
     .limit(1)
 )
 _NEWEST_LEGACY_ID = Prepared(_NEWEST_LEGACY.with_only_columns(Conversation.id))
-# The newest finished turns, read in the transaction that starts a turn: what had finished when it began.
-# ix_turns_context covers it, so SQLite reads the index alone.
-_FINISHED_TURNS = Prepared(
-    select(Turn.id, Turn.tokens)
+# The newest finished turns, read in the transaction that starts a turn (what had finished when it began) unless
+# the store remembers them (`_FinishedTurns`). ix_turns_context covers it, so SQLite reads the index alone.
+_NEWEST_FINISHED = Prepared(
+    select(Turn.started_at, Turn.id, Turn.tokens)
     .where(Turn.conversation_id == bindparam("b_conversation_id"))
     .where(Turn.status != TurnStatus.RUNNING.value)
     .order_by(Turn.started_at.desc(), Turn.id.desc())
@@ -167,15 +174,61 @@ class StartedTurn:
     context_rows: dict[str, ContextTurn]  # the rows of those the caller did not know
 
 
+# (started_at as naive UTC, id, tokens) of a conversation's newest finished turns, oldest first.
+FinishedTurn = tuple[datetime, str, int]
+
+
+class _FinishedTurns:
+    """The newest finished turns of recently used conversations, as this process last saw them, with the
+    conversation's version then.
+
+    The database bumps a conversation's version whenever one of its finished turns is written
+    (`backend.db.triggers`), and a finished turn never changes. So while the version is the one remembered, the
+    remembered turns are the conversation's finished turns, whichever process wrote them: a turn's start picks
+    its context from them instead of reading up to CONTEXT_TURN_WINDOW rows again (sqlite3 builds each row in
+    Python, the largest cost of a turn's start). Any other version means they are read again."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, tuple[int, list[FinishedTurn]]] = OrderedDict()  # least recent first
+
+    def at(self, conversation_id: str, version: int) -> list[FinishedTurn] | None:
+        """The conversation's finished turns if they were seen at `version`."""
+        seen = self._seen.get(conversation_id)
+        return seen[1] if seen is not None and seen[0] == version else None
+
+    def remember(self, conversation_id: str, version: int, turns: list[FinishedTurn]) -> None:
+        self._seen[conversation_id] = (version, turns)
+        self._seen.move_to_end(conversation_id)
+        if len(self._seen) > KNOWN_CONVERSATIONS:
+            self._seen.popitem(last=False)
+
+    def add(self, conversation_id: str, version: int, turn: FinishedTurn) -> None:
+        """A turn this process finished, which made the conversation's version `version`: kept only if the
+        remembered turns were exactly those before it."""
+        seen = self._seen.get(conversation_id)
+        if seen is None or seen[0] != version - 1:
+            self._seen.pop(conversation_id, None)
+            return
+        turns = seen[1].copy()  # a new list: a context being picked from the old one keeps it whole
+        insort(turns, turn)
+        self.remember(conversation_id, version, turns[-CONTEXT_TURN_WINDOW:])
+
+    def forget(self, conversation_id: str) -> None:
+        self._seen.pop(conversation_id, None)
+
+
 class ConversationStore:
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._finished = _FinishedTurns()
 
     # -- conversations ---------------------------------------------------------------------------
 
     async def create(self, title: str | None = None, kind: ConversationKind = ConversationKind.CHAT) -> Conversation:
         now = utcnow()
-        conversation = Conversation(id=new_id(), title=title, kind=kind.value, created_at=now, updated_at=now)
+        conversation = Conversation(
+            id=new_id(), title=title, kind=kind.value, created_at=now, updated_at=now, version=0
+        )
         await self.database.write(lambda connection: _insert(connection, conversation))
         return conversation
 
@@ -237,6 +290,7 @@ class ConversationStore:
                 connection.execute(delete(model).where(model.conversation_id == conversation_id))
 
         await self.database.write(write, is_long=True)
+        self._finished.forget(conversation_id)
 
     async def legacy(self) -> Conversation:
         """The conversation behind /api/chat: the newest legacy one, created on first use."""
@@ -315,14 +369,16 @@ class ConversationStore:
             ConversationNotFoundError: no such conversation.
         """
 
-        def write(connection: Connection) -> StartedTurn:
+        def write(connection: Connection) -> tuple[StartedTurn, int, list[FinishedTurn]]:
             target = conversation_id
             if target is None:
                 newest = _NEWEST_LEGACY_ID.rows(connection, {})
                 target = newest[0][0] if newest else _create_legacy(connection).id
             now = utcnow()
-            if not _TOUCH_CONVERSATION.run(connection, {"b_id": target, "updated_at": now}):
+            touched = _TOUCH_CONVERSATION.rows(connection, {"b_id": target, "updated_at": now})
+            if not touched:
                 raise _not_found(target)
+            version = int(touched[0][0])
             turn = TurnRecord(
                 id=new_id(), conversation_id=target, status=TurnStatus.RUNNING.value, tokens=0, started_at=now
             )
@@ -337,13 +393,17 @@ class ConversationStore:
                 created_at=now,
             )
             _insert(connection, turn, message)
-            finished = _FINISHED_TURNS.rows(connection, {"b_conversation_id": target})
+            finished = self._finished.at(target, version)
+            if finished is None:
+                finished = _read_finished_turns(connection, target)
             context_ids = _fitting(finished, max_tokens)
-            missing = [turn_id for turn_id in context_ids if turn_id not in known]
+            missing = list(filterfalse(known.__contains__, context_ids))
             rows = _read_context_turns(connection, missing) if missing else {}
-            return StartedTurn(turn, message, context_ids, rows)
+            return StartedTurn(turn, message, context_ids, rows), version, finished
 
-        return await self.database.write(write)
+        started, version, finished = await self.database.write(write)
+        self._finished.remember(started.turn.conversation_id, version, finished)
+        return started
 
     async def add_assistant_message(
         self,
@@ -404,16 +464,21 @@ class ConversationStore:
             call.status == ToolCallStatus.RUNNING.value for call in tool_calls
         )
 
-        def write(connection: Connection) -> None:
+        def write(connection: Connection) -> int | None:
             values = {"b_id": turn.id, "status": status.value, "tokens": tokens, "finished_at": finished_at}
             if not _UPDATE_TURN.run(connection, values):
-                return
+                return None
             if answer is not None:
                 _insert(connection, answer)
             if is_any_running:
                 connection.execute(_CANCEL_RUNNING_TOOL_CALLS, {"b_turn_id": turn.id})
+            return int(_CONVERSATION_VERSION.rows(connection, {"b_id": turn.conversation_id})[0][0])
 
-        await self.database.write(write)
+        version = await self.database.write(write)  # None: deleted with its conversation meanwhile
+        if version is None:
+            self._finished.forget(turn.conversation_id)
+        else:
+            self._finished.add(turn.conversation_id, version, (_naive_utc(turn.started_at), turn.id, tokens))
         turn.status, turn.tokens, turn.finished_at = status.value, tokens, finished_at
         for call in tool_calls:
             if call.status == ToolCallStatus.RUNNING.value:
@@ -470,21 +535,30 @@ def _newest_legacy(connection: Connection) -> Conversation | None:
 def _create_legacy(connection: Connection) -> Conversation:
     now = utcnow()
     conversation = Conversation(
-        id=new_id(), title="Legacy chat", kind=ConversationKind.LEGACY.value, created_at=now, updated_at=now
+        id=new_id(), title="Legacy chat", kind=ConversationKind.LEGACY.value, created_at=now, updated_at=now, version=0
     )
     _insert(connection, conversation)
     return conversation
 
 
-def _fitting(newest_first: Sequence[tuple[str, int]], max_tokens: int) -> list[str]:
-    """The ids of the newest turns (given newest first, as (id, tokens)) whose tokens together fit `max_tokens`,
-    oldest first."""
-    fitting = 0
-    for total in accumulate(tokens for _, tokens in newest_first):
-        if total > max_tokens:
-            break
-        fitting += 1
-    return [turn_id for turn_id, _ in reversed(newest_first[:fitting])]
+def _fitting(finished: list[FinishedTurn], max_tokens: int) -> list[str]:
+    """The ids of the newest finished turns (given oldest first) whose tokens together fit `max_tokens`, oldest
+    first; C-level loops, as a long conversation has hundreds of turns on every turn's start."""
+    fitting = bisect_right(list(accumulate(map(_TOKENS, reversed(finished)))), max_tokens)
+    return list(map(_ID, finished[len(finished) - fitting :])) if fitting else []
+
+
+def _read_finished_turns(connection: Connection, conversation_id: str) -> list[FinishedTurn]:
+    rows = _NEWEST_FINISHED.rows(connection, {"b_conversation_id": conversation_id})
+    return [(_naive_utc(started_at), turn_id, tokens) for started_at, turn_id, tokens in reversed(rows)]
+
+
+def _naive_utc(value: datetime | str) -> datetime:
+    """A stored time as a naive UTC datetime, comparable whichever driver read it: SQLite's returns the text
+    SQLAlchemy stored (UTC, no offset), PostgreSQL's an aware datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
 def _not_found(conversation_id: str) -> ConversationNotFoundError:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, TypeVar
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, TypeVar, cast
 
 import structlog
 from tenacity import (
@@ -125,7 +127,7 @@ class OpenAIProvider:
         messages: list[bytes] = []
         if call.system is not None:
             messages.append(_dumps(to_openai_message(SystemMessage(call.system))))
-        messages.extend(map(_turn_json, call.history))
+        messages.extend(_history_json(call.history))
         messages.extend(_dumps(to_openai_message(message)) for message in call.messages)
         parts = [self._streamed_head if call.is_streamed else self._whole_head]
         if call.tools:
@@ -175,12 +177,20 @@ class OpenAIProvider:
             stream.close()
 
 
-def _turn_json(turn: HistoryTurn) -> bytes:
-    """A history turn's messages as JSON, comma-separated without brackets (empty for none); kept on the turn."""
-    encoded = turn.encoded.get(WIRE_FORMAT)
-    if encoded is None:
-        encoded = turn.encoded[WIRE_FORMAT] = b",".join(_dumps(to_openai_message(m)) for m in turn.messages)
-    return encoded
+def _history_json(history: Sequence[HistoryTurn]) -> list[bytes]:
+    """Each history turn's messages as JSON, comma-separated without brackets (empty for none), encoded once and
+    kept on the turn; looked up with C-level maps, as a long history has hundreds of turns on every call."""
+    parts: list[bytes | None] = list(map(dict.get, map(_ENCODED, history), repeat(WIRE_FORMAT)))
+    if None in parts:
+        for index, turn in enumerate(history):
+            if parts[index] is None:
+                parts[index] = turn.encoded[WIRE_FORMAT] = b",".join(
+                    _dumps(to_openai_message(message)) for message in turn.messages
+                )
+    return cast("list[bytes]", parts)  # every None was filled above
+
+
+_ENCODED = attrgetter("encoded")
 
 
 def _dumps(value: Any) -> bytes:

@@ -16,7 +16,7 @@ from backend.db.models import Base, Conversation, Message, ToolCall, Turn
 from backend.db.prepared import Prepared
 
 STARTED = datetime(2026, 12, 1, 22, 30, 5, 123456, tzinfo=UTC)
-CONVERSATION = {"id": "c1", "title": None, "kind": "legacy", "created_at": STARTED, "updated_at": STARTED}
+CONVERSATION = {"id": "c1", "title": None, "kind": "legacy", "created_at": STARTED, "updated_at": STARTED, "version": 0}
 TURN = {"id": "t1", "conversation_id": "c1", "status": "completed", "tokens": 42, "started_at": STARTED}
 MESSAGE = {
     "id": "m1",

@@ -11,11 +11,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, inspect, select, text
 
 from backend.db.database import Database, open_database
 from backend.db.migrate import HEAD_REVISION, alembic_config, current_revision, migrate, upgrade
-from backend.db.models import Base, TurnStatus, new_id
+from backend.db.models import Base, Conversation, TurnStatus, new_id, utcnow
 from backend.db.records import TurnRecord
 from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall, assistant_message
 from backend.errors import BadRequestError
@@ -263,3 +263,41 @@ async def test_legacy_turns_go_to_the_newest_legacy_conversation_created_on_firs
     fresh = await store.new_legacy()
     after_clear = await _start(store, None, "after clear")
     assert after_clear.conversation_id == fresh.id != first.conversation_id
+
+
+@pytest.mark.parametrize("build", ["models", "migrations"])
+async def test_the_database_bumps_the_version_whenever_a_finished_turn_is_written_by_anyone(
+    database: Database, build: str
+) -> None:
+    if build == "models":
+        await upgrade(database)
+    else:
+        await migrate(database, "head")
+    store = ConversationStore(database)
+    conversation = await store.create()
+    version = select(Conversation.version).where(Conversation.id == conversation.id)
+
+    async def current() -> int:
+        return int(await database.read(lambda connection: connection.execute(version).scalar_one()))
+
+    running = await _start(store, conversation.id, "running")
+    assert await current() == 0  # a running turn changes no context
+    await store.finish_turn(running, TurnStatus.COMPLETED, tokens=1)
+    assert await current() == 1
+
+    def another_writer(connection: Connection) -> None:  # raw SQL, as another program would write
+        row = {"c": conversation.id, "at": utcnow()}
+        connection.execute(
+            text(
+                "INSERT INTO turns (id, conversation_id, status, tokens, started_at) "
+                "VALUES ('x', :c, 'completed', 1, :at)"
+            ),
+            row,
+        )
+        connection.execute(text("UPDATE turns SET tokens = 2 WHERE id = 'x'"))
+        connection.execute(text("DELETE FROM turns WHERE id = 'x'"))
+
+    await database.write(another_writer)
+    assert await current() == 4
+    # And the store, which remembered the turns at version 1, reads them again.
+    assert (await store.start_turn(conversation.id, "next", max_tokens=1000)).context_ids == [running.id]
