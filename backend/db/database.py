@@ -42,6 +42,7 @@ TAIL_MAX_FRAMES = 1_000
 # A WAL file longer than this is cut back to it when SQLite starts writing it from the beginning again.
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
 CHECKPOINT_THREAD = "sqlite-checkpoint"
+DATABASE_POOL_SIZE = 30  # connections to a server database (PostgreSQL)
 
 
 def async_url(url: str) -> str:
@@ -228,8 +229,11 @@ def _sqlite_begin(connection: Connection) -> None:
 
 class AsyncDriverDatabase:
     def __init__(self, url: str) -> None:
+        # No overflow: an overflow connection is closed when it is checked in, so under load each was opened again
+        # moments later (a server process started, a login, statements prepared again). Pre-ping stays: it costs
+        # round trips, but a database restart then fails no request.
         self.engine: AsyncEngine = create_async_engine(
-            async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True
+            async_url(url), pool_size=DATABASE_POOL_SIZE, max_overflow=0, pool_pre_ping=True
         )
 
     async def write(self, transaction: Transaction[T], *, is_long: bool = False) -> T:

@@ -72,7 +72,14 @@ _NEWEST_LEGACY = (
     .order_by(Conversation.created_at.desc(), Conversation.id.desc())
     .limit(1)
 )
-_NEWEST_LEGACY_ID = Prepared(_NEWEST_LEGACY.with_only_columns(Conversation.id))
+# FOR KEY SHARE (rendered on PostgreSQL only; on SQLite the writer holds the whole database): the conversation
+# cannot be deleted before the turn's transaction ends, and concurrent turns do not wait for each other.
+_NEWEST_LEGACY_ID = Prepared(
+    _NEWEST_LEGACY.with_only_columns(Conversation.id).with_for_update(read=True, key_share=True)
+)
+_CONVERSATION_ID = Prepared(
+    select(Conversation.id).where(Conversation.id == bindparam("b_id")).with_for_update(read=True, key_share=True)
+)
 # The newest finished turns, read in the transaction that starts a turn (what had finished when it began) unless
 # the store remembers them (`_FinishedTurns`). ix_turns_context covers it, so SQLite reads the index alone.
 _NEWEST_FINISHED = Prepared(
@@ -374,11 +381,9 @@ class ConversationStore:
             if target is None:
                 newest = _NEWEST_LEGACY_ID.rows(connection, {})
                 target = newest[0][0] if newest else _create_legacy(connection).id
-            now = utcnow()
-            touched = _TOUCH_CONVERSATION.rows(connection, {"b_id": target, "updated_at": now})
-            if not touched:
+            elif not _CONVERSATION_ID.rows(connection, {"b_id": target}):
                 raise _not_found(target)
-            version = int(touched[0][0])
+            now = utcnow()
             turn = TurnRecord(
                 id=new_id(), conversation_id=target, status=TurnStatus.RUNNING.value, tokens=0, started_at=now
             )
@@ -393,6 +398,10 @@ class ConversationStore:
                 created_at=now,
             )
             _insert(connection, turn, message)
+            # Only now: this UPDATE locks the conversation's row until COMMIT, and every turn of the conversation
+            # waits for that lock, so it is held for the statements below only. It also keeps the version it
+            # returns and the finished turns read below consistent (a turn's end bumps the version under it).
+            version = int(_TOUCH_CONVERSATION.rows(connection, {"b_id": target, "updated_at": now})[0][0])
             finished = self._finished.at(target, version)
             if finished is None:
                 finished = _read_finished_turns(connection, target)
