@@ -1,18 +1,16 @@
 """`python -m bench.drive`: one host alone under N concurrent /api/chat clients, for profiling between full runs.
 
-Starts the fake model and `mcpchat serve` as `make bench` does (or, with `--host floor`, bench/floor.py),
-optionally fills the legacy conversation first, then prints throughput, latency and the CPU per turn of the
-host's process tree and of the fake model. Attach a profiler to the printed pid while it runs
+Starts the fake model and `mcpchat serve` as `make bench` does (or, with `--host floor`, bench/floor.py), on a new
+SQLite file or, with `--database-url`, in a new database of its own on that PostgreSQL server; optionally fills
+the legacy conversation first, then prints throughput, latency and the CPU per turn of the host's process tree and
+of the fake model (a PostgreSQL server's own CPU is not counted). Attach a profiler to the printed pid while it runs
 (e.g. `py-spy record --gil --pid PID`).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 import anyio
 import httpx
@@ -23,7 +21,9 @@ from bench.run import (
     fake_model_command,
     host_command,
     mcpchat_env,
+    postgresql_server,
     route_call,
+    scratch_database,
     sequential,
     spawn,
 )
@@ -31,14 +31,14 @@ from tests.support.processes import free_port, wait_http_ok
 
 
 async def main(args: argparse.Namespace) -> None:
+    async with scratch_database(args.database_url) as database_url:
+        await drive(args, database_url)
+
+
+async def drive(args: argparse.Namespace, database_url: str) -> None:
     fake_port, chat_port = free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     fake = spawn(fake_model_command(fake_port), {})
-    scratch: Path | None = None
-    database_url = args.database_url
-    if database_url is None:  # a new SQLite file, removed at the end
-        scratch = Path(tempfile.mkdtemp(prefix="mcpchat-drive-"))
-        database_url = f"sqlite:///{scratch / 'mcpchat.db'}"
     chat = spawn(host_command(args.host, chat_port, model_url), mcpchat_env(chat_port, model_url, database_url))
     try:
         await wait_http_ok(f"{model_url}/models")
@@ -63,8 +63,6 @@ async def main(args: argparse.Namespace) -> None:
         for process in (chat, fake):
             process.terminate()
             process.wait(timeout=15)
-        if scratch is not None:  # the database it made for this run
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def cli() -> None:
@@ -74,7 +72,12 @@ def cli() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--prefill", type=int, default=200, help="sequential turns before measuring")
-    parser.add_argument("--database-url", help="MCP Chat's database (default: a new SQLite file)")
+    parser.add_argument(
+        "--database-url",
+        type=postgresql_server,
+        help="a PostgreSQL server for MCP Chat: the run creates a database of its own there and drops it at the end "
+        "(default: a new SQLite file)",
+    )
     anyio.run(main, parser.parse_args())
 
 

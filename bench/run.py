@@ -2,7 +2,9 @@
 
 Starts a zero-latency fake OpenAI server, MCP Chat exactly as `make run` does (SQLite, the bundled calculator
 over stdio) and the floor, drives both with the same client and the same answer checks, prints a markdown
-table and writes bench/results/<date>.json. Everything on 127.0.0.1.
+table and writes bench/results/<date>.json. Everything on 127.0.0.1. With `--database-url`, MCP Chat runs on
+that PostgreSQL server instead (the floor has no database), in a new database of its own, and the results go to
+bench/results/<date>-postgresql.json.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +30,11 @@ import anyio
 import httpx
 import psutil
 from mcp import Client, StdioServerParameters
+from sqlalchemy import NullPool, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from backend.db.database import async_url
 from tests.support.processes import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +110,49 @@ def mcpchat_env(port: int, model_url: str, database_url: str) -> dict[str, str]:
         "OPENAI_API_KEY": "bench",
         "MCPCHAT_DATABASE_URL": database_url,
     }
+
+
+def database_kind(server_url: str | None) -> str:
+    """What `scratch_database` makes for `server_url`: "sqlite" (None) or the URL's scheme ("postgresql")."""
+    return "sqlite" if server_url is None else make_url(server_url).get_backend_name()
+
+
+def postgresql_server(url: str) -> str:
+    """`--database-url`, checked: a PostgreSQL server's URL (SQLite needs none: it is the default)."""
+    if not url.startswith(("postgresql://", "postgresql+asyncpg://")):
+        raise argparse.ArgumentTypeError(f"{url!r} is not a postgresql:// URL; leave it out for SQLite")
+    return url
+
+
+@asynccontextmanager
+async def scratch_database(server_url: str | None) -> AsyncIterator[str]:
+    """The URL of a new, empty database for one run, removed when the block ends: a SQLite file (`server_url`
+    None) or a database of its own on the server at `server_url`. Never the database that URL names: every run
+    starts empty, as on SQLite, and the tests drop their tables in the one they are given."""
+    if server_url is None:
+        folder = Path(tempfile.mkdtemp(prefix="mcpchat-bench-"))
+        try:
+            yield f"sqlite:///{folder / 'mcpchat.db'}"
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    name = f"mcpchat_bench_{uuid.uuid4().hex[:12]}"
+    await _run_outside_transaction(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        # FORCE: a host that did not stop in time still holds connections to it.
+        await _run_outside_transaction(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _run_outside_transaction(server_url: str, statement: str) -> None:
+    # CREATE and DROP DATABASE refuse to run inside a transaction block.
+    engine = create_async_engine(async_url(server_url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
 
 
 def fake_model_command(port: int) -> list[str]:
@@ -264,8 +316,12 @@ async def sse_first_delta_ms(http: httpx.AsyncClient, conversation_id: str) -> f
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    async with scratch_database(args.database_url) as database_url:
+        return await run_hosts(args, database_url)
+
+
+async def run_hosts(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     load_at_start = os.getloadavg()
-    data_dir = Path(tempfile.mkdtemp(prefix="mcpchat-bench-"))
     fake_port, chat_port, floor_port = free_port(), free_port(), free_port()
     model_url = f"http://127.0.0.1:{fake_port}/v1"
     fake = spawn(fake_model_command(fake_port), {})
@@ -273,11 +329,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "load_avg_at_start": load_at_start},
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": database_kind(args.database_url),
     }
     try:
         await wait_http_ok(f"{model_url}/models")
         started = time.perf_counter()
-        chat_env = mcpchat_env(chat_port, model_url, f"sqlite:///{data_dir / 'mcpchat.db'}")
+        chat_env = mcpchat_env(chat_port, model_url, database_url)
         chat = spawn(host_command("mcpchat", chat_port, model_url), chat_env)
         processes.append(chat)
         await wait_http_ok(f"http://127.0.0.1:{chat_port}/readyz", timeout_s=60)
@@ -421,7 +478,7 @@ def ratio(a: float, b: float) -> str:
 
 
 def table(r: dict[str, Any]) -> str:
-    rows = [("metric", "MCP Chat", "floor", "ratio")]
+    rows = [("metric", f"MCP Chat ({r.get('database', 'sqlite')})", "floor", "ratio")]
 
     def add(label: str, a: float, b: float) -> None:
         rows.append((label, f"{a:g}", f"{b:g}", ratio(a, b)))
@@ -484,21 +541,32 @@ def cli() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="duration of each concurrency run")
     parser.add_argument("--soak", type=int, default=10_000, help="turns in the soak")
     parser.add_argument(
-        "--no-instructions", dest="instructions", action="store_false", help="skip the callgrind count (~3 min)"
+        "--no-instructions",
+        dest="instructions",
+        action="store_false",
+        help="skip the callgrind count (~3 min; it counts MCP Chat on SQLite, so a --database-url run skips it)",
+    )
+    parser.add_argument(
+        "--database-url",
+        type=postgresql_server,
+        help="a PostgreSQL server for MCP Chat, e.g. postgresql://postgres@127.0.0.1:5432/test: the run creates a "
+        "database of its own there and drops it at the end (default: a new SQLite file)",
     )
     args = parser.parse_args()
     results = anyio.run(main, args)
     from bench import instructions  # here: it builds on this module's helpers
 
-    if args.instructions:  # after the timed runs, alone on the machine; None without valgrind
+    # After the timed runs, alone on the machine; None without valgrind.
+    if args.instructions and args.database_url is None:
         results["instructions_per_turn_m"] = anyio.run(instructions.measure, INSTRUCTION_TURNS, INSTRUCTION_PREFILL)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}.json"
+    database = results["database"]
+    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}{'' if database == 'sqlite' else f'-{database}'}.json"
     path.write_text(json.dumps(results, indent=2))
     machine = results["machine"]
     sys.stdout.write(
-        f"{table(results)}\n\n{machine['cores']} cores, load average at start {machine['load_avg_at_start'][0]:.2f}; "
-        f"results in {path.relative_to(ROOT)}\n"
+        f"{table(results)}\n\nMCP Chat on {database}; {machine['cores']} cores, "
+        f"load average at start {machine['load_avg_at_start'][0]:.2f}; results in {path.relative_to(ROOT)}\n"
     )
 
 
