@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -65,16 +64,14 @@ class ChatCompletionsClient:
         # A model may stream for longer than any fixed total; the bound is on each wait for bytes, as it is for
         # the OpenAI SDK, and on the wait for a free connection and its connect (`connect`).
         timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s)
-        # aiohttp tells that a call waits for a free connection only through tracing; the handlers run only then.
-        tracing = aiohttp.TraceConfig(trace_config_ctx_factory=_CallTrace)
-        tracing.on_connection_queued_start.append(self._on_queued_start)
-        tracing.on_connection_queued_end.append(self._on_queued_end)
+        # Calls in flight are counted here, so that one which finds them all busy is seen waiting (aiohttp would
+        # queue it silently); the connector's own limit is the same.
+        self._free = anyio.Semaphore(max_connections)
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
             timeout=timeout,
             proxy=proxy_for(self._url),
             connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0),
-            trace_configs=[tracing],
         )
 
     async def aclose(self) -> None:
@@ -86,11 +83,15 @@ class ChatCompletionsClient:
         Raises:
             ModelStatusError, ModelConnectionError, ModelProtocolError: see the classes.
         """
-        response = await self._send(body)
+        await self._take_connection()
         try:
-            data = await _read(response)
+            response = await self._send(body)
+            try:
+                data = await _read(response)
+            finally:
+                response.release()
         finally:
-            response.release()
+            self._free.release()
         try:
             return json.loads(data)
         except ValueError as exc:
@@ -102,22 +103,25 @@ class ChatCompletionsClient:
         Raises:
             ModelStatusError, ModelConnectionError: see the classes.
         """
-        return ModelStream(await self._send(body), drain_timeout_s=self._timeout_s)
+        await self._take_connection()
+        try:
+            response = await self._send(body)
+        except BaseException:
+            self._free.release()
+            raise
+        return ModelStream(response, drain_timeout_s=self._timeout_s, on_done=self._free.release)
 
-    async def _on_queued_start(
-        self, _session: aiohttp.ClientSession, trace: SimpleNamespace, _params: aiohttp.TraceConnectionQueuedStartParams
-    ) -> None:
-        assert isinstance(trace, _CallTrace)  # made by the factory passed to TraceConfig
-        if not trace.has_queued:  # aiohttp queues a call again when another took the freed connection first
-            trace.has_queued = True
-            self.queued_calls += 1
-        trace.queued_at_s = time.perf_counter()
-
-    async def _on_queued_end(
-        self, _session: aiohttp.ClientSession, trace: SimpleNamespace, _params: aiohttp.TraceConnectionQueuedEndParams
-    ) -> None:
-        assert isinstance(trace, _CallTrace)  # made by the factory passed to TraceConfig
-        waited_s = time.perf_counter() - trace.queued_at_s
+    async def _take_connection(self) -> None:
+        """Wait for a free connection if all `max_connections` are in use; such a wait is counted and logged."""
+        try:
+            self._free.acquire_nowait()  # no checkpoint: the usual case costs nothing
+            return
+        except anyio.WouldBlock:
+            pass
+        self.queued_calls += 1
+        started_s = time.perf_counter()
+        await self._free.acquire()
+        waited_s = time.perf_counter() - started_s
         self.queued_s_total += waited_s
         log.warning("llm.connection.waited", waited_ms=round(waited_s * 1000, 1), max_connections=self.max_connections)
 
@@ -137,13 +141,6 @@ class ChatCompletionsClient:
         raise ModelStatusError(response.status, _error_message(text), _retry_after_s(response.headers))
 
 
-class _CallTrace(SimpleNamespace):
-    """One call's tracing state (aiohttp makes one per request)."""
-
-    has_queued: bool = False
-    queued_at_s: float = 0.0
-
-
 class ModelStream:
     """An answer being streamed as server-sent events.
 
@@ -151,15 +148,22 @@ class ModelStream:
     whatever happened, so that one left mid-answer is disconnected.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, drain_timeout_s: float) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, drain_timeout_s: float, on_done: Callable[[], None]) -> None:
         self._response = response
         self._drain_timeout_s = drain_timeout_s
+        self._on_done: Callable[[], None] | None = on_done  # told once, when the connection is released or closed
         self.is_released = False  # the connection went back to the pool: there is nothing left to close
 
     def close(self) -> None:
         """Disconnect, so the server sees the client go, unless `events()` already released the connection."""
         if not self.is_released:
             self._response.close()
+        self._done()
+
+    def _done(self) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done()
 
     async def events(self) -> AsyncGenerator[Any, None]:
         """Each event's data, decoded, until `[DONE]` or the end of the stream; then the connection is released.
@@ -196,6 +200,7 @@ class ModelStream:
             self.is_released = True
         else:
             self._response.close()
+        self._done()
 
 
 def proxy_for(url: URL) -> str | None:
