@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-12-01 20:05:00.000000
 
 Picking the context reads the newest finished turns of a conversation (id and token count). With every column
-the query needs in the index, SQLite answers it from the index alone: 83 us instead of 212 us for 256 turns.
+the query needs in the index, SQLite answers it from the index alone, in well under half the time.
 It replaces ix_turns_conversation_started, which is its prefix.
 """
 
