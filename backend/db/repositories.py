@@ -240,8 +240,11 @@ class ConversationStore:
         return conversation
 
     async def get(self, conversation_id: str) -> Conversation:
-        """Raises:
-        ConversationNotFoundError: no such conversation."""
+        """One conversation.
+
+        Raises:
+            ConversationNotFoundError: no such conversation.
+        """
 
         def read(connection: Connection) -> Conversation:
             with Session(connection) as session:

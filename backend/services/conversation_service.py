@@ -19,8 +19,11 @@ class ConversationService:
         return await self._store.create(title)
 
     async def get(self, conversation_id: str) -> Conversation:
-        """Raises:
-        ConversationNotFoundError: no such conversation."""
+        """One conversation.
+
+        Raises:
+            ConversationNotFoundError: no such conversation.
+        """
         return await self._store.get(conversation_id)
 
     async def page(self, limit: int, cursor: str | None) -> tuple[list[Conversation], str | None]:
@@ -32,8 +35,11 @@ class ConversationService:
         return await self._store.page(limit, cursor)
 
     async def rename(self, conversation_id: str, title: str | None) -> Conversation:
-        """Raises:
-        ConversationNotFoundError: no such conversation."""
+        """Give the conversation a new title (None: none).
+
+        Raises:
+            ConversationNotFoundError: no such conversation.
+        """
         return await self._store.rename(conversation_id, title)
 
     async def delete(self, conversation_id: str) -> None:

@@ -10,7 +10,8 @@ import pytest
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tests.support.specs import chat_settings, testserver_spec
-from tests.support.sse import stream_turn
+from tests.support.sse import stream_turn, turn_events
+from tests.support.waiting import wait_until
 
 
 async def test_conversations_are_created_listed_renamed_and_deleted(chat_app: RunningApp) -> None:
@@ -193,3 +194,23 @@ async def test_a_large_tool_result_is_stored_and_streamed_cut_with_a_note_and_it
     assert stored["result"] == completed["result"]
     # The model was still shown the result up to its own, separate cap.
     assert fake_llm.requests[1]["messages"][-1]["content"] == big
+
+
+async def test_deleting_a_conversation_cancels_its_running_turn_first(
+    chat_app: RunningApp, fake_llm: FakeOpenAI
+) -> None:
+    conversation_id = await chat_app.new_conversation()
+    fake_llm.script(Reply(text="never", hang=True))
+    async with turn_events(chat_app.http, conversation_id, "wait") as stream:
+        async for event in stream:
+            if event.type == "message.created":
+                await wait_until(lambda: len(fake_llm.requests) == 1)
+                deleted = await chat_app.http.delete(f"/v1/conversations/{conversation_id}")
+                assert deleted.status_code == 204
+            elif event.type == "error":
+                assert event.data["type"] == "/problems/turn-cancelled"
+            elif event.type == "done":
+                break
+    await wait_until(lambda: fake_llm.disconnects == 1)  # the model call was cancelled
+    await wait_until(lambda: chat_app.chat.running.count() == 0)
+    assert (await chat_app.http.get(f"/v1/conversations/{conversation_id}")).status_code == 404
