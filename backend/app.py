@@ -10,11 +10,13 @@ import structlog
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from backend.api import chat, conversations, health, prompts, resources, servers, tools
+from backend.api import accounts, chat, conversations, health, prompts, resources, servers, tools
+from backend.auth.principal import SingleUserAuthenticator
 from backend.config import Settings
 from backend.db.database import open_database
 from backend.db.migrate import upgrade
 from backend.db.repositories import ConversationStore
+from backend.db.user_store import UserStore
 from backend.deps import AppState
 from backend.errors import install_error_handlers, render_crash
 from backend.logging import RequestContextMiddleware
@@ -26,6 +28,7 @@ from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
 from backend.services.mcp_service import McpService
 from backend.services.openai_service import OpenAIProvider
 from backend.services.tokens import load_token_counter
+from backend.services.user_service import UserService
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +76,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 chat=chat,
                 conversations=conversations,
                 database=database,
+                users=UserService(UserStore(database)),
+                authenticator=SingleUserAuthenticator(),
                 watchers=watchers,
             )
             log.info("app.stopping")
@@ -95,6 +100,7 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         servers.legacy_router,
         prompts.router,
         resources.router,
+        accounts.router,
         health.router,
     ):
         app.include_router(router)

@@ -1,10 +1,12 @@
-"""The `mcpchat` command: `serve` runs the app, `servers check` tries every server in a servers file."""
+"""The `mcpchat` command: `serve` runs the app, `servers check` tries every server in a servers file, `users create`
+makes an account, `db upgrade` migrates the database."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import gc
+import getpass
 import resource
 import socket
 import sys
@@ -12,14 +14,19 @@ from pathlib import Path
 
 import anyio
 import uvicorn
+from pydantic import SecretStr
 
 from backend.app import create_app
 from backend.config import Settings, SettingsError, load_settings
 from backend.db.database import open_database
 from backend.db.migrate import current_revision, upgrade
+from backend.db.models import User, UserRole
+from backend.db.user_store import UserStore
+from backend.errors import AppError
 from backend.logging import configure_logging
 from backend.mcp.servers_file import ServersFileError, load_servers_file
 from backend.services.server_check import ServerReport, check_servers
+from backend.services.user_service import UserService
 
 EXIT_CONFIG_ERROR = 2
 
@@ -38,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     db = commands.add_parser("db", help="database tools")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="apply migrations to MCPCHAT_DATABASE_URL (start-up does this too)")
+    users = commands.add_parser("users", help="user accounts")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    create = users_commands.add_parser(
+        "create", help="create an account; the password is asked for twice, or read as one line from stdin"
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", help="display name")
+    create.add_argument("--admin", action="store_true", help="give the account the admin role (default: member)")
     args = parser.parse_args(argv)
 
     try:
@@ -49,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(settings, args.host, args.port)
+        if args.command == "users":
+            return _create_user(settings, args.email, args.name, UserRole.ADMIN if args.admin else UserRole.MEMBER)
         if args.command == "db":
             revision = anyio.run(_upgrade_database, settings.database_url)
             print(f"database at revision {revision}")  # noqa: T201 - the CLI's own output
@@ -59,6 +76,32 @@ def main(argv: list[str] | None = None) -> int:
     except ServersFileError as exc:
         print(f"mcpchat: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own output
         return EXIT_CONFIG_ERROR
+
+
+def _create_user(settings: Settings, email: str, name: str | None, role: UserRole) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            print("mcpchat: the two passwords differ; nothing was created", file=sys.stderr)  # noqa: T201
+            return 1
+    else:
+        password = sys.stdin.readline().removesuffix("\n")
+    try:
+        user = anyio.run(_insert_user, settings.database_url, email, SecretStr(password), name, role)
+    except AppError as exc:  # the email or password was refused: the message says why
+        print(f"mcpchat: {exc.detail}", file=sys.stderr)  # noqa: T201 - the CLI's own output
+        return 1
+    print(f"created {user.role} {user.email} (id {user.id})")  # noqa: T201 - the CLI's own output
+    return 0
+
+
+async def _insert_user(url: str, email: str, password: SecretStr, name: str | None, role: UserRole) -> User:
+    database = open_database(url)
+    try:
+        await upgrade(database)
+        return await UserService(UserStore(database)).create(email, password, name, role)
+    finally:
+        await database.aclose()
 
 
 async def _upgrade_database(url: str) -> str | None:

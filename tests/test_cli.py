@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,11 +19,12 @@ from tests.support.specs import REPO_ROOT
 from tests.support.waiting import is_alive
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "backend.cli", *args],
         cwd=REPO_ROOT,
         env={**os.environ, "MCPCHAT_ENV": "test", **(env or {})},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -118,3 +120,25 @@ def test_make_run_stops_with_all_children_when_sent_sigterm(tmp_path: Path) -> N
     # The test's own database, and not the developer's in the checkout.
     assert database.exists()
     assert _checkout_database_state() == checkout_database
+
+
+def test_users_create_makes_an_account_with_the_password_from_stdin_once_per_email(tmp_path: Path) -> None:
+    database = tmp_path / "app.db"
+    env = {"MCPCHAT_DATABASE_URL": f"sqlite:///{database}"}
+    password = "correct horse battery staple"
+    made = run_cli("users", "create", "--email", "Ada@Example.com", "--admin", env=env, stdin=f"{password}\n")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("created admin ada@example.com (id ")
+    again = run_cli("users", "create", "--email", "ADA@example.com", env=env, stdin=f"{password}\n")
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    short = run_cli("users", "create", "--email", "bob@example.com", env=env, stdin="tiny-secret\n")
+    assert short.returncode == 1
+    assert "at least 12 characters" in short.stderr
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT email, role, password_hash FROM users ORDER BY created_at").fetchall()
+    assert [(email, role) for email, role, _ in rows] == [("owner@localhost", "admin"), ("ada@example.com", "admin")]
+    assert rows[1][2].startswith("$argon2id$")
+    for run in (made, again, short):
+        assert password not in run.stdout + run.stderr
+        assert "tiny-secret" not in run.stdout + run.stderr

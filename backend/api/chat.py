@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.api.disconnect import cancel_on_disconnect
-from backend.deps import Chat, Conversations
+from backend.deps import Chat, Conversations, CurrentUser
 from backend.errors import AppError, BadRequestError
 from backend.services import tool_arguments
 
@@ -52,11 +52,11 @@ async def _message_from(request: Request) -> str:
         }
     },
 )
-async def legacy_chat(request: Request, chat: Chat) -> JSONResponse:
+async def legacy_chat(request: Request, chat: Chat, user: CurrentUser) -> JSONResponse:
     """`{"message"}` → `{"response", "tool_calls": [{"name", "args", "result", "id"}]}`."""
     message = await _message_from(request)
     chat.check_ready(message)
-    outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(message))
+    outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(user.user_id, message))
     final = outcome.final_message
     # Plain JSON built here: the shape is the old app's, and nothing in it needs the response model's checks.
     return JSONResponse(
@@ -76,13 +76,14 @@ async def legacy_chat(request: Request, chat: Chat) -> JSONResponse:
 
 
 @router.get("/history")
-async def legacy_history(conversations: Conversations) -> dict[str, Any]:
-    """The legacy conversation in OpenAI message format, ready to replay to a model."""
-    return {"history": await conversations.legacy_history()}
+async def legacy_history(conversations: Conversations, user: CurrentUser) -> dict[str, Any]:
+    """The caller's legacy conversation in OpenAI message format, ready to replay to a model."""
+    return {"history": await conversations.legacy_history(user.user_id)}
 
 
 @router.post("/clear")
-async def legacy_clear(conversations: Conversations) -> dict[str, Any]:
-    """Start a fresh legacy conversation; the old one stays stored (and listed under /v1/conversations)."""
-    await conversations.clear_legacy()
+async def legacy_clear(conversations: Conversations, user: CurrentUser) -> dict[str, Any]:
+    """Start a fresh legacy conversation for the caller; the old one stays stored (and listed under
+    /v1/conversations)."""
+    await conversations.clear_legacy(user.user_id)
     return {"history": []}

@@ -19,7 +19,7 @@ from backend.api.schemas import (
 )
 from backend.api.sse import TurnStream
 from backend.api.views import conversation_out, message_out, tool_call_out
-from backend.deps import Chat, Conversations
+from backend.deps import Chat, Conversations, CurrentUser
 from backend.services.chat_service import TurnOutcome
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -30,46 +30,52 @@ PageCursor = Annotated[str | None, Query(max_length=200, description="next_curso
 
 
 @router.post("", status_code=201)
-async def create_conversation(conversations: Conversations, body: ConversationCreate | None = None) -> ConversationOut:
-    return conversation_out(await conversations.create(body.title if body else None))
+async def create_conversation(
+    conversations: Conversations, user: CurrentUser, body: ConversationCreate | None = None
+) -> ConversationOut:
+    return conversation_out(await conversations.create(user.user_id, body.title if body else None))
 
 
 @router.get("")
 async def list_conversations(
-    conversations: Conversations, limit: ConversationLimit = 20, cursor: PageCursor = None
+    conversations: Conversations, user: CurrentUser, limit: ConversationLimit = 20, cursor: PageCursor = None
 ) -> Page[ConversationOut]:
-    """Newest first."""
-    rows, next_cursor = await conversations.page(limit, cursor)
+    """The caller's conversations, newest first."""
+    rows, next_cursor = await conversations.page(user.user_id, limit, cursor)
     return Page[ConversationOut](items=[conversation_out(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(conversation_id: str, conversations: Conversations) -> ConversationOut:
+async def get_conversation(conversation_id: str, conversations: Conversations, user: CurrentUser) -> ConversationOut:
     """The conversation; its messages are paged at /v1/conversations/{id}/messages."""
-    return conversation_out(await conversations.get(conversation_id))
+    return conversation_out(await conversations.get(user.user_id, conversation_id))
 
 
 @router.get("/{conversation_id}/messages")
 async def list_messages(
-    conversation_id: str, conversations: Conversations, limit: MessageLimit = 50, cursor: PageCursor = None
+    conversation_id: str,
+    conversations: Conversations,
+    user: CurrentUser,
+    limit: MessageLimit = 50,
+    cursor: PageCursor = None,
 ) -> Page[MessageOut]:
     """The conversation's messages, newest first (the next page holds older ones); each assistant message carries
     its tool calls."""
-    rows, next_cursor = await conversations.messages(conversation_id, limit, cursor)
+    rows, next_cursor = await conversations.messages(user.user_id, conversation_id, limit, cursor)
     return Page[MessageOut](items=[message_out(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.patch("/{conversation_id}")
 async def rename_conversation(
-    conversation_id: str, body: ConversationUpdate, conversations: Conversations
+    conversation_id: str, body: ConversationUpdate, conversations: Conversations, user: CurrentUser
 ) -> ConversationOut:
-    return conversation_out(await conversations.rename(conversation_id, body.title))
+    return conversation_out(await conversations.rename(user.user_id, conversation_id, body.title))
 
 
 @router.delete("/{conversation_id}", status_code=204)
-async def delete_conversation(conversation_id: str, conversations: Conversations) -> Response:
+async def delete_conversation(conversation_id: str, conversations: Conversations, user: CurrentUser) -> Response:
     """Delete the conversation with everything in it; its running turns are cancelled first."""
-    await conversations.delete(conversation_id)
+    await conversations.delete(user.user_id, conversation_id)
     return Response(status_code=204)
 
 
@@ -78,12 +84,14 @@ async def delete_conversation(conversation_id: str, conversations: Conversations
     responses={200: {"content": {"text/event-stream": {"description": "the turn as Server-Sent Events"}}}},
     response_model=TurnResponse,
 )
-async def send_message(conversation_id: str, body: MessageCreate, chat: Chat, request: Request) -> Response:
+async def send_message(
+    conversation_id: str, body: MessageCreate, chat: Chat, user: CurrentUser, request: Request
+) -> Response:
     """Answer a user message: wait for the final answer (JSON), or stream the turn (`Accept: text/event-stream`)."""
     chat.check_ready(body.content)
     if "text/event-stream" in request.headers.get("accept", ""):
-        return TurnStream(lambda emit: chat.run_turn(conversation_id, body.content, emit))
-    outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(conversation_id, body.content))
+        return TurnStream(lambda emit: chat.run_turn(user.user_id, conversation_id, body.content, emit))
+    outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(user.user_id, conversation_id, body.content))
     return Response(turn_response(outcome).model_dump_json(), media_type="application/json")
 
 
@@ -96,6 +104,6 @@ def turn_response(outcome: TurnOutcome) -> TurnResponse:
 
 
 @router.post("/{conversation_id}/cancel", status_code=202)
-async def cancel_turns(conversation_id: str, chat: Chat) -> CancelResponse:
+async def cancel_turns(conversation_id: str, chat: Chat, user: CurrentUser) -> CancelResponse:
     """Cancel every running turn of the conversation: model calls stop, running tool calls are cancelled."""
-    return CancelResponse(cancelled_turns=await chat.cancel_turns(conversation_id))
+    return CancelResponse(cancelled_turns=await chat.cancel_turns(user.user_id, conversation_id))

@@ -112,3 +112,12 @@ class TurnResponse(BaseModel):
 
 class CancelResponse(BaseModel):
     cancelled_turns: int
+
+
+class MeOut(BaseModel):
+    id: str
+    email: str
+    name: str | None
+    role: str
+    auth_method: str  # "single-user": no sign-in, every request is the owner's
+    created_at: datetime

@@ -11,16 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, Connection, MetaData, String, Table, inspect, select
+from sqlalchemy import Column, Connection, MetaData, String, Table, insert, inspect, select
 
 from backend.db.database import Database
-from backend.db.models import Base
+from backend.db.models import Base, User, owner_values
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0004"  # the newest file in migrations/versions (a test holds the two together)
+HEAD_REVISION = "0005"  # the newest file in migrations/versions (a test holds the two together)
 
 # Alembic's own bookkeeping table, as its `stamp` creates it.
 _VERSIONS = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
@@ -58,6 +58,7 @@ def _build_or_check(connection: Connection) -> bool:
     tables = set(inspect(connection).get_table_names())
     if not tables:
         Base.metadata.create_all(connection)
+        connection.execute(insert(User).values(owner_values()))
         _VERSIONS.create(connection)
         connection.execute(_VERSIONS.insert().values(version_num=HEAD_REVISION))
         return True

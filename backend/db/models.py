@@ -1,4 +1,4 @@
-"""Tables: conversations, the turns in them, their messages and the tool calls those messages asked for.
+"""Tables: users, their conversations, the turns in them, their messages and the tool calls those messages asked for.
 
 Tool results are not separate messages: each tool call row carries its result, and the OpenAI-format history
 (an assistant message with tool_calls, then one `tool` message per call) is derived from it, so a tool-call
@@ -13,7 +13,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Connection, DateTime, Float, ForeignKey, Index, Integer, String, Text, event
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    event,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from backend.db.triggers import TURN_FINISHED_TRIGGERS
@@ -52,6 +64,31 @@ class ToolCallStatus(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+class UserRole(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+# The built-in owner account: who every request is in single-user mode, and whose the conversations made before
+# accounts existed are (migration 0005). It has no password until one is set.
+OWNER_ID = "00000000-0000-7000-8000-000000000000"
+OWNER_EMAIL = "owner@localhost"
+
+
+def owner_values() -> dict[str, Any]:
+    """The owner account's row, as a new database and migration 0005 insert it."""
+    return {
+        "id": OWNER_ID,
+        "email": OWNER_EMAIL,
+        "name": "Owner",
+        "password_hash": None,
+        "role": UserRole.ADMIN.value,
+        "is_disabled": False,
+        "created_at": utcnow(),
+        "last_login_at": None,
+    }
+
+
 class ConversationKind(StrEnum):
     CHAT = "chat"
     LEGACY = "legacy"  # the history behind /api/chat
@@ -61,10 +98,26 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
 
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased: one account per address
+    name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # argon2id (PHC string); None: cannot sign in
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER.value)
+    is_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Never None once written; nullable because SQLite cannot add a NOT NULL foreign-key column to a table that
+    # has rows (migration 0005).
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     title: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16), default=ConversationKind.CHAT.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -73,8 +126,8 @@ class Conversation(Base):
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
-        Index("ix_conversations_created", "created_at", "id"),
-        Index("ix_conversations_kind_created", "kind", "created_at"),
+        Index("ix_conversations_user_created", "user_id", "created_at", "id"),
+        Index("ix_conversations_user_kind_created", "user_id", "kind", "created_at"),
     )
 
 

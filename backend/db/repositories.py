@@ -68,6 +68,7 @@ _CANCEL_RUNNING_TOOL_CALLS = (
 )
 _NEWEST_LEGACY = (
     select(*Conversation.__table__.columns)
+    .where(Conversation.user_id == bindparam("b_user_id"))
     .where(Conversation.kind == ConversationKind.LEGACY.value)
     .order_by(Conversation.created_at.desc(), Conversation.id.desc())
     .limit(1)
@@ -78,7 +79,9 @@ _NEWEST_LEGACY_ID = Prepared(
     _NEWEST_LEGACY.with_only_columns(Conversation.id).with_for_update(read=True, key_share=True)
 )
 _CONVERSATION_ID = Prepared(
-    select(Conversation.id).where(Conversation.id == bindparam("b_id")).with_for_update(read=True, key_share=True)
+    select(Conversation.id)
+    .where(Conversation.id == bindparam("b_id"), Conversation.user_id == bindparam("b_user_id"))
+    .with_for_update(read=True, key_share=True)
 )
 # The newest finished turns, read in the transaction that starts a turn (what had finished when it began) unless
 # the store remembers them (`_FinishedTurns`). ix_turns_context covers it, so SQLite reads the index alone.
@@ -231,34 +234,40 @@ class ConversationStore:
 
     # -- conversations ---------------------------------------------------------------------------
 
-    async def create(self, title: str | None = None, kind: ConversationKind = ConversationKind.CHAT) -> Conversation:
+    async def create(
+        self, user_id: str, title: str | None = None, kind: ConversationKind = ConversationKind.CHAT
+    ) -> Conversation:
         now = utcnow()
         conversation = Conversation(
-            id=new_id(), title=title, kind=kind.value, created_at=now, updated_at=now, version=0
+            id=new_id(), user_id=user_id, title=title, kind=kind.value, created_at=now, updated_at=now, version=0
         )
         await self.database.write(lambda connection: _insert(connection, conversation))
         return conversation
 
-    async def get(self, conversation_id: str) -> Conversation:
-        """One conversation.
+    async def get(self, user_id: str, conversation_id: str) -> Conversation:
+        """One of the user's conversations.
 
         Raises:
-            ConversationNotFoundError: no such conversation.
+            ConversationNotFoundError: the user has no such conversation (another user's is not theirs).
         """
 
         def read(connection: Connection) -> Conversation:
             with Session(connection) as session:
-                return _get(session, conversation_id)
+                return _get(session, user_id, conversation_id)
 
         return await self.database.read(read)
 
-    async def page(self, limit: int, cursor: str | None) -> tuple[list[Conversation], str | None]:
-        """Newest first, keyset-paginated on (created_at, id).
+    async def page(self, user_id: str, limit: int, cursor: str | None) -> tuple[list[Conversation], str | None]:
+        """The user's conversations, newest first, keyset-paginated on (created_at, id).
 
         Raises:
             BadRequestError: the cursor was not one this API issued.
         """
-        query = select(Conversation).order_by(Conversation.created_at.desc(), Conversation.id.desc())
+        query = (
+            select(Conversation)
+            .where(Conversation.user_id == user_id)
+            .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+        )
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor, datetime, str)
             query = query.where(tuple_(Conversation.created_at, Conversation.id) < (created_at, last_id))
@@ -273,10 +282,13 @@ class ConversationStore:
         last = rows[limit - 1]
         return rows[:limit], encode_cursor(last.created_at, last.id)
 
-    async def rename(self, conversation_id: str, title: str | None) -> Conversation:
+    async def rename(self, user_id: str, conversation_id: str, title: str | None) -> Conversation:
+        """Raises:
+        ConversationNotFoundError: the user has no such conversation."""
+
         def write(connection: Connection) -> Conversation:
             with Session(connection) as session:
-                conversation = _get(session, conversation_id)
+                conversation = _get(session, user_id, conversation_id)
                 conversation.title = title
                 conversation.updated_at = utcnow()
                 session.flush()
@@ -284,15 +296,17 @@ class ConversationStore:
 
         return await self.database.write(write)
 
-    async def delete(self, conversation_id: str) -> None:
-        """Delete the conversation and everything in it.
+    async def delete(self, user_id: str, conversation_id: str) -> None:
+        """Delete one of the user's conversations and everything in it.
 
         Raises:
-            ConversationNotFoundError: no such conversation.
+            ConversationNotFoundError: the user has no such conversation.
         """
 
         def write(connection: Connection) -> None:
-            found = connection.execute(delete(Conversation).where(Conversation.id == conversation_id))
+            found = connection.execute(
+                delete(Conversation).where(Conversation.id == conversation_id, Conversation.user_id == user_id)
+            )
             if not found.rowcount:
                 raise _not_found(conversation_id)
             # Children too: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, PostgreSQL always.
@@ -302,25 +316,27 @@ class ConversationStore:
         await self.database.write(write, is_long=True)
         self._finished.forget(conversation_id)
 
-    async def legacy(self) -> Conversation:
-        """The conversation behind /api/chat: the newest legacy one, created on first use."""
-        found = await self.database.read(_newest_legacy)
-        return found if found is not None else await self.database.write(_create_legacy)
+    async def legacy(self, user_id: str) -> Conversation:
+        """The user's conversation behind /api/chat: their newest legacy one, created on first use."""
+        found = await self.database.read(lambda connection: _newest_legacy(connection, user_id))
+        if found is not None:
+            return found
+        return await self.database.write(lambda connection: _create_legacy(connection, user_id))
 
-    async def new_legacy(self) -> Conversation:
-        """Start a fresh legacy conversation (/api/clear); the old ones stay stored."""
-        return await self.database.write(_create_legacy)
+    async def new_legacy(self, user_id: str) -> Conversation:
+        """Start a fresh legacy conversation for the user (/api/clear); the old ones stay stored."""
+        return await self.database.write(lambda connection: _create_legacy(connection, user_id))
 
     # -- messages ----------------------------------------------------------------------------------
 
     async def messages_page(
-        self, conversation_id: str, limit: int, cursor: str | None
+        self, user_id: str, conversation_id: str, limit: int, cursor: str | None
     ) -> tuple[list[Message], str | None]:
         """The conversation's messages, newest first (each assistant message with its tool calls), keyset-paginated
         on (its turn's start, its turn, its place in the turn).
 
         Raises:
-            ConversationNotFoundError: no such conversation.
+            ConversationNotFoundError: the user has no such conversation.
             BadRequestError: the cursor was not one this API issued.
         """
         position = tuple_(Turn.started_at, Turn.id, Message.seq)
@@ -337,7 +353,7 @@ class ConversationStore:
 
         def read(connection: Connection) -> list[tuple[Message, datetime]]:
             with Session(connection) as session:
-                _get(session, conversation_id)
+                _get(session, user_id, conversation_id)
                 rows = session.execute(query.add_columns(Turn.started_at)).all()
                 return [(message, started_at) for message, started_at in rows]
 
@@ -347,12 +363,17 @@ class ConversationStore:
         last, started_at = rows[limit - 1]
         return [message for message, _ in rows[:limit]], encode_cursor(started_at, last.turn_id, last.seq)
 
-    async def history(self, conversation_id: str) -> list[Turn]:
-        """Every turn of the conversation, finished or not, oldest first, with their messages and tool calls."""
+    async def history(self, user_id: str, conversation_id: str) -> list[Turn]:
+        """Every turn of one of the user's conversations, finished or not, oldest first, with their messages and
+        tool calls.
+
+        Raises:
+            ConversationNotFoundError: the user has no such conversation.
+        """
 
         def read(connection: Connection) -> list[Turn]:
             with Session(connection) as session:
-                _get(session, conversation_id)
+                _get(session, user_id, conversation_id)
                 query = (
                     select(Turn)
                     .where(Turn.conversation_id == conversation_id)
@@ -366,25 +387,25 @@ class ConversationStore:
     # -- turns -----------------------------------------------------------------------------------
 
     async def start_turn(
-        self, conversation_id: str | None, content: str, max_tokens: int, known: Container[str] = ()
+        self, user_id: str, conversation_id: str | None, content: str, max_tokens: int, known: Container[str] = ()
     ) -> StartedTurn:
         """Store the user's message (before any model call) in a new running turn, and pick its context in the same
         transaction: the newest turns that had finished (been committed) by then and fit `max_tokens`. Rows are
         read only for context turns not in `known` (the caller's cache: finished turns never change, and the
         database decides which turns count, so the cache is never stale whichever process wrote them).
 
-        `conversation_id` None: the legacy conversation (see `legacy`), found or created in that transaction.
+        `conversation_id` None: the user's legacy conversation (see `legacy`), found or created in that transaction.
 
         Raises:
-            ConversationNotFoundError: no such conversation.
+            ConversationNotFoundError: the user has no such conversation.
         """
 
         def write(connection: Connection) -> tuple[StartedTurn, int, list[FinishedTurn]]:
             target = conversation_id
             if target is None:
-                newest = _NEWEST_LEGACY_ID.rows(connection, {})
-                target = newest[0][0] if newest else _create_legacy(connection).id
-            elif not _CONVERSATION_ID.rows(connection, {"b_id": target}):
+                newest = _NEWEST_LEGACY_ID.rows(connection, {"b_user_id": user_id})
+                target = newest[0][0] if newest else _create_legacy(connection, user_id).id
+            elif not _CONVERSATION_ID.rows(connection, {"b_id": target, "b_user_id": user_id}):
                 raise _not_found(target)
             now = utcnow()
             turn = TurnRecord(
@@ -539,15 +560,21 @@ def assistant_message(
     )
 
 
-def _newest_legacy(connection: Connection) -> Conversation | None:
-    row = connection.execute(_NEWEST_LEGACY).first()
+def _newest_legacy(connection: Connection, user_id: str) -> Conversation | None:
+    row = connection.execute(_NEWEST_LEGACY, {"b_user_id": user_id}).first()
     return Conversation(**row._asdict()) if row is not None else None
 
 
-def _create_legacy(connection: Connection) -> Conversation:
+def _create_legacy(connection: Connection, user_id: str) -> Conversation:
     now = utcnow()
     conversation = Conversation(
-        id=new_id(), title="Legacy chat", kind=ConversationKind.LEGACY.value, created_at=now, updated_at=now, version=0
+        id=new_id(),
+        user_id=user_id,
+        title="Legacy chat",
+        kind=ConversationKind.LEGACY.value,
+        created_at=now,
+        updated_at=now,
+        version=0,
     )
     _insert(connection, conversation)
     return conversation
@@ -577,9 +604,9 @@ def _not_found(conversation_id: str) -> ConversationNotFoundError:
     return ConversationNotFoundError(f"No conversation has the id {conversation_id!r}.")
 
 
-def _get(session: Session, conversation_id: str) -> Conversation:
+def _get(session: Session, user_id: str, conversation_id: str) -> Conversation:
     conversation = session.get(Conversation, conversation_id)
-    if conversation is None:
+    if conversation is None or conversation.user_id != user_id:
         raise _not_found(conversation_id)
     return conversation
 

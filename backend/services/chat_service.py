@@ -168,35 +168,37 @@ class ChatService:
             raise LLMNotConfiguredError(NOT_CONFIGURED_DETAIL)
         return self._provider
 
-    async def run_turn(self, conversation_id: str, content: str, emit: Emit | None = None) -> TurnOutcome:
+    async def run_turn(self, user_id: str, conversation_id: str, content: str, emit: Emit | None = None) -> TurnOutcome:
         """Answer one user message, storing everything as it happens. `emit` watches the turn (SSE); without
         a watcher the model's answers are asked for whole, not streamed.
 
         Raises:
             MessageTooLongError, LLMNotConfiguredError: before anything is stored.
-            ConversationNotFoundError: no such conversation.
+            ConversationNotFoundError: the user has no such conversation.
             LLMError: the model failed; the user message and the turn's work so far are stored.
         """
-        return await self._run_turn(conversation_id, content, emit)
+        return await self._run_turn(user_id, conversation_id, content, emit)
 
-    async def run_legacy_turn(self, content: str) -> TurnOutcome:
-        """`run_turn` in the legacy API's conversation (found, or created, in the turn's first transaction).
+    async def run_legacy_turn(self, user_id: str, content: str) -> TurnOutcome:
+        """`run_turn` in the user's legacy API conversation (found, or created, in the turn's first transaction).
 
         Raises:
             MessageTooLongError, LLMNotConfiguredError, LLMError: as `run_turn`.
         """
-        return await self._run_turn(None, content, None)
+        return await self._run_turn(user_id, None, content, None)
 
-    async def cancel_turns(self, conversation_id: str) -> int:
-        """Cancel every running turn of the conversation; how many there were.
+    async def cancel_turns(self, user_id: str, conversation_id: str) -> int:
+        """Cancel every running turn of one of the user's conversations; how many there were.
 
         Raises:
-            ConversationNotFoundError: no such conversation.
+            ConversationNotFoundError: the user has no such conversation.
         """
-        await self._store.get(conversation_id)
+        await self._store.get(user_id, conversation_id)
         return self.running.cancel(conversation_id)
 
-    async def _run_turn(self, conversation_id: str | None, content: str, emit: Emit | None) -> TurnOutcome:
+    async def _run_turn(
+        self, user_id: str, conversation_id: str | None, content: str, emit: Emit | None
+    ) -> TurnOutcome:
         provider = self.check_ready(content)
         tokens = self._tokens.message(content)
         # Shielded: a cancel that lands while the turn's row is being written (a client gone, a commit in flight
@@ -204,7 +206,7 @@ class ChatService:
         # inside the `try` below.
         with CancelScope(shield=True):
             started = await self._store.start_turn(
-                conversation_id, content, self._context_budget(tokens), known=self._history.known()
+                user_id, conversation_id, content, self._context_budget(tokens), known=self._history.known()
             )
         turn = started.turn
         state = _TurnState(turn=turn, user_message=started.user_message, tokens=tokens, is_streamed=emit is not None)
