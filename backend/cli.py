@@ -40,15 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     db_commands.add_parser("upgrade", help="apply migrations to MCPCHAT_DATABASE_URL (start-up does this too)")
     args = parser.parse_args(argv)
 
+    # `serve --host/--port` override settings, so the rule on MCPCHAT_HOST holds for the address actually bound.
+    bind = {name: value for name in ("host", "port") if (value := getattr(args, name, None)) is not None}
     try:
-        settings = load_settings()
+        settings = load_settings(**bind)
     except SettingsError as exc:
         print(f"mcpchat: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own output
         return EXIT_CONFIG_ERROR
     configure_logging(level=settings.log_level, is_json=settings.is_json_logging)
     try:
         if args.command == "serve":
-            return _serve(settings, args.host, args.port)
+            return _serve(settings)
         if args.command == "db":
             revision = anyio.run(_upgrade_database, settings.database_url)
             print(f"database at revision {revision}")  # noqa: T201 - the CLI's own output
@@ -70,13 +72,13 @@ async def _upgrade_database(url: str) -> str | None:
         await database.aclose()
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings) -> int:
     raise_open_files_limit()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
-        host=host or settings.host,
-        port=port if port is not None else settings.port,
+        host=settings.host,
+        port=settings.port,
         log_config=None,
         access_log=False,
         loop="uvloop",

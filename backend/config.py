@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -23,6 +24,16 @@ class Environment(StrEnum):
     TEST = "test"
 
 
+class AuthMode(StrEnum):
+    SINGLE_USER = "single-user"  # no accounts: whoever reaches the app uses it, so it listens on loopback only
+    MULTI_USER = "multi-user"  # accounts; not built yet
+
+
+def _default_auth(data: dict[str, Any]) -> AuthMode:
+    """Single-user in dev and test, multi-user in prod; `data` holds the fields validated before `auth`."""
+    return AuthMode.MULTI_USER if data["env"] is Environment.PROD else AuthMode.SINGLE_USER
+
+
 class SettingsError(Exception):
     """The environment holds a value that cannot be used; the message names the variable."""
 
@@ -34,6 +45,7 @@ class Settings(BaseSettings):
 
     env: Environment = Field(default=Environment.DEV, validation_alias="MCPCHAT_ENV")
     host: str = Field(default="127.0.0.1", validation_alias="MCPCHAT_HOST")
+    auth: AuthMode = Field(default_factory=_default_auth, validation_alias="MCPCHAT_AUTH")
     port: int = Field(default=5001, ge=0, le=65535, validation_alias="MCPCHAT_PORT")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias="MCPCHAT_LOG_LEVEL"
@@ -91,6 +103,23 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _check_auth(self) -> Self:
+        if self.auth is AuthMode.MULTI_USER:
+            why = "" if "auth" in self.model_fields_set else f" (the default when MCPCHAT_ENV={self.env.value})"
+            raise ValueError(
+                f"MCPCHAT_AUTH is multi-user{why}, but multi-user mode is not available yet in this version: it "
+                "arrives with accounts. Set MCPCHAT_AUTH=single-user, with MCPCHAT_HOST a loopback address "
+                "(127.0.0.1, ::1 or localhost)."
+            )
+        if not is_loopback_host(self.host):
+            raise ValueError(
+                f"MCPCHAT_AUTH is single-user, which has no accounts, so MCPCHAT_HOST must be a loopback address "
+                f"(127.0.0.1, ::1 or localhost), not {self.host!r}: anyone who reached it could run your tools. "
+                "Serving other machines needs multi-user mode, which is not available yet."
+            )
+        return self
+
     @property
     def allowed_origins(self) -> list[str]:
         """CORS origins: the configured list, or the React and Vite dev servers in dev."""
@@ -116,10 +145,24 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if error["type"] == "default_factory_not_called":  # a field it depends on failed: that error says why
+                continue
+            if not error["loc"]:  # a rule across variables: its message names them, and its input is every value
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             variable = _variable_name(field)
             problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from exc
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 bracketed or not) is this machine: localhost, 127.0.0.0/8, ::1."""
+    name = host.lower().removeprefix("[").removesuffix("]")
+    try:
+        return name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_in_memory_sqlite(url: str) -> bool:
