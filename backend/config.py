@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite:///./data/mcpchat.db", validation_alias="MCPCHAT_DATABASE_URL")
     servers_file: Path = Field(default=BUNDLED_SERVERS_FILE, validation_alias="MCPCHAT_SERVERS_FILE")
     cors_origins: Annotated[list[str] | None, NoDecode] = Field(default=None, validation_alias="MCPCHAT_CORS_ORIGINS")
+    # Host header names accepted besides loopback ones (lowercase, no brackets): the DNS-rebinding guard's list.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MCPCHAT_ALLOWED_HOSTS"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="MCPCHAT_MAX_BODY_BYTES")
 
     # Supervision of MCP connections: first retry at most 1 s, capped at 30 s.
@@ -84,12 +88,23 @@ class Settings(BaseSettings):
     reconnect_max_s: float = Field(default=30.0, gt=0, validation_alias="MCPCHAT_RECONNECT_MAX_S")
     shutdown_grace_s: float = Field(default=2.0, gt=0, le=8, validation_alias="MCPCHAT_SHUTDOWN_GRACE_S")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        hosts = []
+        for host in value:
+            name = bare_host(host)
+            if "/" in name or (":" in name and not _is_ip_address(name)):
+                raise ValueError(f"{host!r} is not a host name: list names or addresses, without scheme or port")
+            hosts.append(name)
+        return hosts
 
     @field_validator("database_url")
     @classmethod
@@ -158,11 +173,21 @@ def load_settings(**overrides: Any) -> Settings:
 
 def is_loopback_host(host: str) -> bool:
     """Whether `host` (a name or an address, IPv6 bracketed or not) is this machine: localhost, 127.0.0.0/8, ::1."""
-    name = host.lower().removeprefix("[").removesuffix("]")
+    name = bare_host(host)
+    return name == "localhost" or (_is_ip_address(name) and ipaddress.ip_address(name).is_loopback)
+
+
+def bare_host(host: str) -> str:
+    """`host` as the guard compares it: lowercase, an IPv6 address without its brackets."""
+    return host.lower().removeprefix("[").removesuffix("]")
+
+
+def _is_ip_address(name: str) -> bool:
     try:
-        return name == "localhost" or ipaddress.ip_address(name).is_loopback
+        ipaddress.ip_address(name)
     except ValueError:
         return False
+    return True
 
 
 def _is_in_memory_sqlite(url: str) -> bool:

@@ -20,18 +20,20 @@ def test_settings_use_documented_defaults_when_environment_is_empty(monkeypatch:
     )
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.allowed_origins == ["http://localhost:3000", "http://localhost:5173"]
-    assert settings.auth is AuthMode.SINGLE_USER
+    assert (settings.auth, settings.allowed_hosts) == (AuthMode.SINGLE_USER, [])
 
 
 def test_settings_read_environment_when_variables_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCPCHAT_ENV", "prod")
     monkeypatch.setenv("MCPCHAT_AUTH", "single-user")
+    monkeypatch.setenv("MCPCHAT_ALLOWED_HOSTS", "Chat.Example, [FD00::1] ,")
     monkeypatch.setenv("MCPCHAT_PORT", "8080")
     monkeypatch.setenv("MCPCHAT_CORS_ORIGINS", "https://a.example, https://b.example")
     monkeypatch.setenv("MCPCHAT_DATABASE_URL", "postgresql+asyncpg://u@h/db")
     settings = load_settings()
     assert settings.port == 8080
     assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+    assert settings.allowed_hosts == ["chat.example", "fd00::1"]
     assert settings.auth is AuthMode.SINGLE_USER
     assert settings.is_json_logging
 
@@ -56,6 +58,8 @@ def test_prod_allows_no_cors_origin_when_none_is_configured(monkeypatch: pytest.
         ("MCPCHAT_DATABASE_URL", "sqlite+aiosqlite://"),
         ("MCPCHAT_LLM_MAX_CONNECTIONS", "0"),
         ("MCPCHAT_AUTH", "admin"),
+        ("MCPCHAT_ALLOWED_HOSTS", "chat.example:443"),
+        ("MCPCHAT_ALLOWED_HOSTS", "https://chat.example"),
     ],
 )
 def test_settings_error_names_the_variable_when_value_is_bad(
