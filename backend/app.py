@@ -19,7 +19,7 @@ from backend.deps import AppState
 from backend.errors import install_error_handlers, render_crash
 from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
-from backend.middleware import BodySizeLimitMiddleware, HostOriginGuardMiddleware
+from backend.middleware import BodySizeLimitMiddleware, HostOriginGuardMiddleware, SecurityHeadersMiddleware
 from backend.services.chat_service import ChatService
 from backend.services.conversation_service import ConversationService
 from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
@@ -98,8 +98,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         health.router,
     ):
         app.include_router(router)
-    # Added innermost first: request context wraps everything, so even a 413 carries the request id. The Host and
-    # Origin guard comes before CORS, so a preflight for a foreign host is refused too.
+    # Added innermost first: request context wraps everything but the security headers, so even a 413 carries the
+    # request id, and the headers are on every answer, a crash's included. The Host and Origin guard comes before
+    # CORS, so a preflight for a foreign host is refused too.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.allowed_origins:
         app.add_middleware(
@@ -113,6 +114,7 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         HostOriginGuardMiddleware, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
     )
     app.add_middleware(RequestContextMiddleware, render_crash=render_crash)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 

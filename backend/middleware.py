@@ -1,4 +1,4 @@
-"""ASGI middleware that guards the app's edge: the Host and Origin guard, the request body size limit."""
+"""ASGI middleware that guards the app's edge: security headers, the Host and Origin guard, the body size limit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,32 @@ from backend.errors import AppError, HostNotAllowedError, OriginNotAllowedError,
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# No type sniffing (a JSON answer is never run as a script or page), no URL of ours leaked in a Referer.
+_SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
+# Pages (/docs) may not be framed by another site. Only frame-ancestors: Swagger UI loads its scripts from a CDN.
+_PAGE_POLICY = (b"content-security-policy", b"frame-ancestors 'none'")
+
+
+class SecurityHeadersMiddleware:
+    """Add the security headers to every response's start, and the framing policy to every HTML page's."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), *_SECURITY_HEADERS]
+                if any(key.lower() == b"content-type" and value.startswith(b"text/html") for key, value in headers):
+                    headers.append(_PAGE_POLICY)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class HostOriginGuardMiddleware:

@@ -1,4 +1,5 @@
-"""The edge guard: a request for a foreign Host is refused, and so is a state-changing one from a foreign Origin.
+"""The edge guard: a request for a foreign Host is refused, and so is a state-changing one from a foreign Origin;
+every answer carries the security headers.
 
 A refused request never reaches a route: the test server writes `request-tools-call` to the marker directory for
 every tool call that reaches it.
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.app_runner import RunningApp, run_app
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.problems import assert_problem
 from tests.support.specs import make_settings, testserver_spec
 
@@ -139,3 +141,39 @@ async def test_read_is_answered_from_a_foreign_origin_whose_write_is_refused(gua
     assert "access-control-allow-origin" not in read.headers  # CORS keeps the answer from the foreign page
     write = await echo(guarded, {"origin": ATTACKER})
     assert_problem(write, 403, "/problems/origin-not-allowed")
+
+
+def assert_security_headers(response: httpx.Response) -> None:
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [("/v1/tools", {}, 200), ("/nowhere", {}, 404), ("/v1/tools", {"host": "attacker.example"}, 400)],
+    ids=["json", "not-found-problem", "guard-problem"],
+)
+async def test_security_headers_are_on_every_answer_and_the_framing_policy_only_on_pages(
+    guarded: RunningApp, path: str, headers: dict[str, str], status: int
+) -> None:
+    response = await guarded.http.get(path, headers=headers)
+    assert response.status_code == status
+    assert_security_headers(response)
+    assert "content-security-policy" not in response.headers
+
+
+async def test_security_headers_are_on_a_streamed_turn(chat_app: RunningApp, fake_llm: FakeOpenAI) -> None:
+    fake_llm.script(Reply.say("hello"))
+    url = f"/v1/conversations/{await chat_app.new_conversation()}/messages"
+    headers = {"accept": "text/event-stream"}
+    async with chat_app.http.stream("POST", url, json={"content": "hi"}, headers=headers) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert_security_headers(response)
+        assert b"event: done" in await response.aread()
+
+
+async def test_docs_page_may_not_be_framed_by_another_site(guarded: RunningApp) -> None:
+    docs = await guarded.http.get("/docs")
+    assert docs.headers["content-type"].startswith("text/html")
+    assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+    assert_security_headers(docs)
