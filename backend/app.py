@@ -21,7 +21,7 @@ from backend.deps import AppState
 from backend.errors import install_error_handlers, render_crash
 from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
-from backend.middleware import BodySizeLimitMiddleware
+from backend.middleware import BodySizeLimitMiddleware, HostOriginGuardMiddleware, SecurityHeadersMiddleware
 from backend.services.chat_service import ChatService
 from backend.services.conversation_service import ConversationService
 from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
@@ -104,7 +104,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         health.router,
     ):
         app.include_router(router)
-    # Added innermost first: request context wraps everything, so even a 413 carries the request id.
+    # Added innermost first: request context wraps everything but the security headers, so even a 413 carries the
+    # request id, and the headers are on every answer, a crash's included. The Host and Origin guard comes before
+    # CORS, so a preflight for a foreign host is refused too.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.allowed_origins:
         app.add_middleware(
@@ -114,7 +116,11 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(
+        HostOriginGuardMiddleware, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
+    )
     app.add_middleware(RequestContextMiddleware, render_crash=render_crash)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 

@@ -55,15 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--admin", action="store_true", help="give the account the admin role (default: member)")
     args = parser.parse_args(argv)
 
+    # `serve --host/--port` override settings, so the rule on MCPCHAT_HOST holds for the address actually bound.
+    bind = {name: value for name in ("host", "port") if (value := getattr(args, name, None)) is not None}
     try:
-        settings = load_settings()
+        settings = load_settings(**bind)
     except SettingsError as exc:
         print(f"mcpchat: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own output
         return EXIT_CONFIG_ERROR
     configure_logging(level=settings.log_level, is_json=settings.is_json_logging)
     try:
         if args.command == "serve":
-            return _serve(settings, args.host, args.port)
+            return _serve(settings)
         if args.command == "users":
             return _create_user(settings, args.email, args.name, UserRole.ADMIN if args.admin else UserRole.MEMBER)
         if args.command == "db":
@@ -113,13 +115,13 @@ async def _upgrade_database(url: str) -> str | None:
         await database.aclose()
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings) -> int:
     raise_open_files_limit()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
-        host=host or settings.host,
-        port=port if port is not None else settings.port,
+        host=settings.host,
+        port=settings.port,
         log_config=None,
         access_log=False,
         loop="uvloop",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -23,6 +24,16 @@ class Environment(StrEnum):
     TEST = "test"
 
 
+class AuthMode(StrEnum):
+    SINGLE_USER = "single-user"  # no accounts: whoever reaches the app uses it, so it listens on loopback only
+    MULTI_USER = "multi-user"  # accounts; not built yet
+
+
+def _default_auth(data: dict[str, Any]) -> AuthMode:
+    """Single-user in dev and test, multi-user in prod; `data` holds the fields validated before `auth`."""
+    return AuthMode.MULTI_USER if data["env"] is Environment.PROD else AuthMode.SINGLE_USER
+
+
 class SettingsError(Exception):
     """The environment holds a value that cannot be used; the message names the variable."""
 
@@ -34,6 +45,7 @@ class Settings(BaseSettings):
 
     env: Environment = Field(default=Environment.DEV, validation_alias="MCPCHAT_ENV")
     host: str = Field(default="127.0.0.1", validation_alias="MCPCHAT_HOST")
+    auth: AuthMode = Field(default_factory=_default_auth, validation_alias="MCPCHAT_AUTH")
     port: int = Field(default=5001, ge=0, le=65535, validation_alias="MCPCHAT_PORT")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias="MCPCHAT_LOG_LEVEL"
@@ -65,6 +77,10 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite:///./data/mcpchat.db", validation_alias="MCPCHAT_DATABASE_URL")
     servers_file: Path = Field(default=BUNDLED_SERVERS_FILE, validation_alias="MCPCHAT_SERVERS_FILE")
     cors_origins: Annotated[list[str] | None, NoDecode] = Field(default=None, validation_alias="MCPCHAT_CORS_ORIGINS")
+    # Host header names accepted besides loopback ones (lowercase, no brackets): the DNS-rebinding guard's list.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MCPCHAT_ALLOWED_HOSTS"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="MCPCHAT_MAX_BODY_BYTES")
 
     # Supervision of MCP connections: first retry at most 1 s, capped at 30 s.
@@ -72,12 +88,23 @@ class Settings(BaseSettings):
     reconnect_max_s: float = Field(default=30.0, gt=0, validation_alias="MCPCHAT_RECONNECT_MAX_S")
     shutdown_grace_s: float = Field(default=2.0, gt=0, le=8, validation_alias="MCPCHAT_SHUTDOWN_GRACE_S")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        hosts = []
+        for host in value:
+            name = bare_host(host)
+            if "/" in name or (":" in name and not _is_ip_address(name)):
+                raise ValueError(f"{host!r} is not a host name: list names or addresses, without scheme or port")
+            hosts.append(name)
+        return hosts
 
     @field_validator("database_url")
     @classmethod
@@ -90,6 +117,23 @@ class Settings(BaseSettings):
                 "empty database of its own, and nothing would be kept. Use a file, e.g. sqlite:///./data/mcpchat.db"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Self:
+        if self.auth is AuthMode.MULTI_USER:
+            why = "" if "auth" in self.model_fields_set else f" (the default when MCPCHAT_ENV={self.env.value})"
+            raise ValueError(
+                f"MCPCHAT_AUTH is multi-user{why}, but multi-user mode is not available yet in this version: it "
+                "arrives with accounts. Set MCPCHAT_AUTH=single-user, with MCPCHAT_HOST a loopback address "
+                "(127.0.0.1, ::1 or localhost)."
+            )
+        if not is_loopback_host(self.host):
+            raise ValueError(
+                f"MCPCHAT_AUTH is single-user, which has no accounts, so MCPCHAT_HOST must be a loopback address "
+                f"(127.0.0.1, ::1 or localhost), not {self.host!r}: anyone who reached it could run your tools. "
+                "Serving other machines needs multi-user mode, which is not available yet."
+            )
+        return self
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -116,10 +160,34 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if error["type"] == "default_factory_not_called":  # a field it depends on failed: that error says why
+                continue
+            if not error["loc"]:  # a rule across variables: its message names them, and its input is every value
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             variable = _variable_name(field)
             problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from exc
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 bracketed or not) is this machine: localhost, 127.0.0.0/8, ::1."""
+    name = bare_host(host)
+    return name == "localhost" or (_is_ip_address(name) and ipaddress.ip_address(name).is_loopback)
+
+
+def bare_host(host: str) -> str:
+    """`host` as the guard compares it: lowercase, an IPv6 address without its brackets."""
+    return host.lower().removeprefix("[").removesuffix("]")
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_in_memory_sqlite(url: str) -> bool:

@@ -2,6 +2,8 @@
 
     AppError (500 internal-error)
     ├── BadRequestError (400 bad-request)
+    │   └── HostNotAllowedError (400 host-not-allowed): the Host header is not loopback nor in MCPCHAT_ALLOWED_HOSTS
+    ├── OriginNotAllowedError (403 origin-not-allowed): a state-changing request from a foreign Origin
     ├── NotFoundError (404 not-found)
     │   ├── ToolNotFoundError (404 tool-not-found)
     │   ├── PromptNotFoundError (404 prompt-not-found)
@@ -17,8 +19,8 @@
         ├── ServerUnavailableError (503 mcp-server-unavailable)
         └── UpstreamTimeoutError (504 mcp-timeout)
 
-Framework errors (unknown route, wrong method, request validation, body too large) are rendered
-by the same function, so every error a client sees has one shape.
+Framework and edge errors (unknown route, wrong method, request validation, body too large, foreign
+Host or Origin) are rendered by the same function, so every error a client sees has one shape.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ class AppError(Exception):
 
 class BadRequestError(AppError):
     status, slug, title = 400, "bad-request", "Bad request"
+
+
+class HostNotAllowedError(BadRequestError):
+    slug, title = "host-not-allowed", "Host not allowed"
+
+
+class OriginNotAllowedError(AppError):
+    status, slug, title = 403, "origin-not-allowed", "Origin not allowed"
 
 
 class NotFoundError(AppError):

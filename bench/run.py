@@ -105,6 +105,7 @@ def mcpchat_env(port: int, model_url: str, database_url: str) -> dict[str, str]:
     return {
         "MCPCHAT_PORT": str(port),
         "MCPCHAT_ENV": "prod",
+        "MCPCHAT_AUTH": "single-user",  # prod's default, multi-user, is not built yet
         "MCPCHAT_LOG_LEVEL": "warning",
         "OPENAI_BASE_URL": model_url,
         "OPENAI_API_KEY": "bench",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 
 from tests.support.processes import free_port, wait_http_ok
 from tests.support.specs import REPO_ROOT
@@ -80,6 +81,28 @@ def test_serve_exits_nonzero_naming_the_variable_when_the_database_is_in_memory(
     assert result.returncode == 2
     assert "MCPCHAT_DATABASE_URL" in result.stderr
     assert "in-memory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        ((), {"MCPCHAT_HOST": "0.0.0.0"}, ("MCPCHAT_AUTH is single-user", "MCPCHAT_HOST must be a loopback address")),
+        (("--host", "0.0.0.0"), {}, ("MCPCHAT_AUTH is single-user", "not '0.0.0.0'")),
+        (
+            (),
+            {"MCPCHAT_ENV": "prod"},
+            ("multi-user mode is not available yet", "MCPCHAT_AUTH=single-user", "MCPCHAT_HOST"),
+        ),
+    ],
+    ids=["host-variable", "host-option", "prod-default"],
+)
+def test_serve_exits_nonzero_naming_auth_and_host_when_the_auth_mode_cannot_serve_there(
+    args: tuple[str, ...], env: dict[str, str], says: tuple[str, ...]
+) -> None:
+    result = run_cli("serve", *args, env={"MCPCHAT_PORT": str(free_port()), **env})
+    assert result.returncode == 2
+    for fragment in says:
+        assert fragment in result.stderr
 
 
 def _checkout_database_state() -> tuple[float, int] | None:

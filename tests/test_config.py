@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import ENV_FILE_VARIABLE, Environment, SettingsError, load_settings
+from backend.config import ENV_FILE_VARIABLE, AuthMode, Environment, SettingsError, load_settings
 from tests.support.specs import make_settings
 
 
@@ -20,21 +20,27 @@ def test_settings_use_documented_defaults_when_environment_is_empty(monkeypatch:
     )
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.allowed_origins == ["http://localhost:3000", "http://localhost:5173"]
+    assert (settings.auth, settings.allowed_hosts) == (AuthMode.SINGLE_USER, [])
 
 
 def test_settings_read_environment_when_variables_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCPCHAT_ENV", "prod")
+    monkeypatch.setenv("MCPCHAT_AUTH", "single-user")
+    monkeypatch.setenv("MCPCHAT_ALLOWED_HOSTS", "Chat.Example, [FD00::1] ,")
     monkeypatch.setenv("MCPCHAT_PORT", "8080")
     monkeypatch.setenv("MCPCHAT_CORS_ORIGINS", "https://a.example, https://b.example")
     monkeypatch.setenv("MCPCHAT_DATABASE_URL", "postgresql+asyncpg://u@h/db")
     settings = load_settings()
     assert settings.port == 8080
     assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+    assert settings.allowed_hosts == ["chat.example", "fd00::1"]
+    assert settings.auth is AuthMode.SINGLE_USER
     assert settings.is_json_logging
 
 
 def test_prod_allows_no_cors_origin_when_none_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCPCHAT_ENV", "prod")
+    monkeypatch.setenv("MCPCHAT_AUTH", "single-user")
     monkeypatch.delenv("MCPCHAT_CORS_ORIGINS", raising=False)
     assert load_settings().allowed_origins == []
 
@@ -51,6 +57,9 @@ def test_prod_allows_no_cors_origin_when_none_is_configured(monkeypatch: pytest.
         ("MCPCHAT_DATABASE_URL", "sqlite:///:memory:"),
         ("MCPCHAT_DATABASE_URL", "sqlite+aiosqlite://"),
         ("MCPCHAT_LLM_MAX_CONNECTIONS", "0"),
+        ("MCPCHAT_AUTH", "admin"),
+        ("MCPCHAT_ALLOWED_HOSTS", "chat.example:443"),
+        ("MCPCHAT_ALLOWED_HOSTS", "https://chat.example"),
     ],
 )
 def test_settings_error_names_the_variable_when_value_is_bad(
@@ -59,6 +68,44 @@ def test_settings_error_names_the_variable_when_value_is_bad(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_auth_is_single_user_when_env_is_dev_or_test(monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    monkeypatch.setenv("MCPCHAT_ENV", env)
+    assert load_settings().auth is AuthMode.SINGLE_USER
+
+
+def test_settings_refuse_multi_user_as_not_yet_available_when_env_is_prod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPCHAT_ENV", "prod")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "multi-user mode is not available yet" in message
+    assert "the default when MCPCHAT_ENV=prod" in message
+    assert "MCPCHAT_AUTH=single-user" in message
+    assert "MCPCHAT_HOST" in message
+
+
+def test_settings_refuse_multi_user_when_it_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPCHAT_AUTH", "multi-user")
+    with pytest.raises(SettingsError, match="multi-user mode is not available yet") as refused:
+        load_settings()
+    assert "the default" not in str(refused.value)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "chat.example", "128.0.0.1"])
+def test_single_user_settings_refuse_a_host_when_it_is_not_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("MCPCHAT_HOST", host)
+    with pytest.raises(SettingsError, match="MCPCHAT_AUTH is single-user") as refused:
+        load_settings()
+    assert f"MCPCHAT_HOST must be a loopback address (127.0.0.1, ::1 or localhost), not {host!r}" in str(refused.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.4.5.6", "::1", "[::1]", "localhost", "LocalHost"])
+def test_single_user_settings_accept_a_host_when_it_is_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("MCPCHAT_HOST", host)
+    assert load_settings().host == host
 
 
 def test_settings_read_the_dotenv_file_that_mcpchat_env_file_names(

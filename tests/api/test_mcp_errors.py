@@ -14,21 +14,10 @@ import pytest
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tests.support.app_runner import RunningApp
+from tests.support.problems import assert_problem
 
 RESOURCE_READ_MARKER = "request-resources-read"
 PROMPT_GET_MARKER = "request-prompts-get"
-
-
-def assert_problem(response: httpx.Response, status: int, type_: str, *detail_parts: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert (body["type"], body["status"]) == (type_, status)
-    detail = body["detail"]
-    assert isinstance(detail, str)
-    for part in detail_parts:
-        assert part in detail, f"{part!r} is not in the detail {detail!r}"
-    return body
 
 
 async def read_resource(app: RunningApp, uri: str) -> httpx.Response:

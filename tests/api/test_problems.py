@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.app_runner import RunningApp, run_app
+from tests.support.problems import assert_problem
 from tests.support.specs import calculator_spec, make_settings
 
 
@@ -18,19 +18,6 @@ async def small_app(tmp_path: Path) -> AsyncIterator[RunningApp]:
     async with run_app(settings, [calculator_spec()]) as running:
         await running.wait_ready("calculator")
         yield running
-
-
-def assert_problem(response: httpx.Response, status: int, type_: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["type"] == type_
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert "Traceback" not in response.text
-    return body
 
 
 BAD_REQUESTS = [
