@@ -7,17 +7,21 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from backend.api import accounts, chat, conversations, health, prompts, resources, servers, tools
+from backend.api import accounts, auth, chat, conversations, health, prompts, resources, servers, tools
+from backend.auth.bearer import BearerAuthenticator
 from backend.auth.principal import SingleUserAuthenticator
-from backend.config import Settings
-from backend.db.database import open_database
+from backend.auth.tokens import SECRET_KEY_FILE, AccessTokens, load_signing_keys
+from backend.config import AuthMode, Settings
+from backend.db.database import Database, open_database
 from backend.db.migrate import upgrade
+from backend.db.refresh_token_store import RefreshTokenStore
 from backend.db.repositories import ConversationStore
 from backend.db.user_store import UserStore
-from backend.deps import AppState
+from backend.deps import AppState, current_user
 from backend.errors import install_error_handlers, render_crash
 from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
@@ -27,6 +31,8 @@ from backend.services.conversation_service import ConversationService
 from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
 from backend.services.mcp_service import McpService
 from backend.services.openai_service import OpenAIProvider
+from backend.services.rate_limits import RateLimits
+from backend.services.session_service import SessionService
 from backend.services.tokens import load_token_counter
 from backend.services.user_service import UserService
 
@@ -70,14 +76,18 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 model=settings.model if provider is not None else None,
                 exact_tokens=tokens.exact,
             )
+            users = UserStore(database)
+            sessions = _sessions(settings, database, users)
             yield AppState(
                 settings=settings,
                 mcp=mcp,
                 chat=chat,
                 conversations=conversations,
                 database=database,
-                users=UserService(UserStore(database)),
-                authenticator=SingleUserAuthenticator(),
+                users=UserService(users),
+                sessions=sessions,
+                authenticator=BearerAuthenticator(sessions) if sessions is not None else SingleUserAuthenticator(),
+                rate_limits=RateLimits(),
                 watchers=watchers,
             )
             log.info("app.stopping")
@@ -90,7 +100,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     )
     install_error_handlers(app)
     # Most requested first: FastAPI tries routes in order, and a chat turn's should not wait behind every other.
-    # No two routers share a path.
+    # No two routers share a path. Every route needs the caller (in multi-user mode, a credential) but health checks
+    # and sign-in's own.
     for router in (
         conversations.router,
         chat.router,
@@ -101,9 +112,10 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         prompts.router,
         resources.router,
         accounts.router,
-        health.router,
     ):
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(current_user)])
+    app.include_router(auth.router)
+    app.include_router(health.router)
     # Added innermost first: request context wraps everything but the security headers, so even a 413 carries the
     # request id, and the headers are on every answer, a crash's included. The Host and Origin guard comes before
     # CORS, so a preflight for a foreign host is refused too.
@@ -121,7 +133,20 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     )
     app.add_middleware(RequestContextMiddleware, render_crash=render_crash)
     app.add_middleware(SecurityHeadersMiddleware)
+    if settings.trusted_proxies:  # outermost: the client address and scheme every layer sees are the real ones
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
+
+
+def _sessions(settings: Settings, database: Database, users: UserStore) -> SessionService | None:
+    """Sign-in sessions in multi-user mode, signing with the configured keys or the one kept in the data folder;
+    None in single-user mode."""
+    if settings.auth is not AuthMode.MULTI_USER:
+        return None
+    configured = [key.get_secret_value() for key in settings.secret_keys]
+    keys = load_signing_keys(configured, settings.data_dir / SECRET_KEY_FILE)
+    access_tokens = AccessTokens(keys, settings.access_token_ttl_s)
+    return SessionService(users, RefreshTokenStore(database, settings.refresh_token_ttl_s), access_tokens)
 
 
 def _provider(settings: Settings) -> LLMProvider | None:

@@ -127,6 +127,7 @@ def _serve(settings: Settings) -> int:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        proxy_headers=False,  # X-Forwarded-* count only from MCPCHAT_TRUSTED_PROXIES (create_app)
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)

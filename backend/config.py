@@ -8,13 +8,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from limits import parse_many
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 BUNDLED_SERVERS_FILE = Path(__file__).resolve().parent.parent / "mcp_servers" / "servers.json"
 DEV_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
 ENV_FILE_VARIABLE = "MCPCHAT_ENV_FILE"
+MIN_SECRET_KEY_CHARS = 32  # an HS256 key has at least 256 bits (RFC 7518 section 3.2)
 _DATABASE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")
 
 
@@ -26,7 +28,7 @@ class Environment(StrEnum):
 
 class AuthMode(StrEnum):
     SINGLE_USER = "single-user"  # no accounts: whoever reaches the app uses it, so it listens on loopback only
-    MULTI_USER = "multi-user"  # accounts; not built yet
+    MULTI_USER = "multi-user"  # accounts: every route but health, docs and sign-in needs a credential
 
 
 def _default_auth(data: dict[str, Any]) -> AuthMode:
@@ -83,12 +85,29 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="MCPCHAT_MAX_BODY_BYTES")
 
+    # Accounts (multi-user mode). Keys sign access tokens: newest first, each at least 32 characters.
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="MCPCHAT_SECRET_KEYS", repr=False
+    )
+    data_dir: Path = Field(default=Path("./data"), validation_alias="MCPCHAT_DATA_DIR")  # holds a made key
+    access_token_ttl_s: int = Field(default=900, ge=60, le=86_400, validation_alias="MCPCHAT_ACCESS_TOKEN_TTL_S")
+    refresh_token_ttl_s: int = Field(
+        default=30 * 86_400, ge=3600, le=365 * 86_400, validation_alias="MCPCHAT_REFRESH_TOKEN_TTL_S"
+    )
+    signup: Literal["open", "closed"] = Field(default="closed", validation_alias="MCPCHAT_SIGNUP")
+    # Sign-in, sign-up and refresh attempts per client address and per account (a `limits` rate string).
+    rate_auth: str = Field(default="10/minute", validation_alias="MCPCHAT_RATE_AUTH")
+    # Proxies whose X-Forwarded-For names the client (addresses or networks); nobody else's is believed.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MCPCHAT_TRUSTED_PROXIES"
+    )
+
     # Supervision of MCP connections: first retry at most 1 s, capped at 30 s.
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, validation_alias="MCPCHAT_RECONNECT_INITIAL_S")
     reconnect_max_s: float = Field(default=30.0, gt=0, validation_alias="MCPCHAT_RECONNECT_MAX_S")
     shutdown_grace_s: float = Field(default=2.0, gt=0, le=8, validation_alias="MCPCHAT_SHUTDOWN_GRACE_S")
 
-    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", "secret_keys", "trusted_proxies", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -106,6 +125,33 @@ class Settings(BaseSettings):
             hosts.append(name)
         return hosts
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for number, key in enumerate(value, 1):
+            if len(key.get_secret_value()) < MIN_SECRET_KEY_CHARS:
+                raise ValueError(f"key {number} is shorter than {MIN_SECRET_KEY_CHARS} characters")
+        return value
+
+    @field_validator("rate_auth")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError("is not a rate such as 10/minute or 100/hour;5/second") from exc
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not an IP address or network") from exc
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -121,19 +167,25 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_auth(self) -> Self:
         if self.auth is AuthMode.MULTI_USER:
-            why = "" if "auth" in self.model_fields_set else f" (the default when MCPCHAT_ENV={self.env.value})"
-            raise ValueError(
-                f"MCPCHAT_AUTH is multi-user{why}, but multi-user mode is not available yet in this version: it "
-                "arrives with accounts. Set MCPCHAT_AUTH=single-user, with MCPCHAT_HOST a loopback address "
-                "(127.0.0.1, ::1 or localhost)."
-            )
+            if self.env is Environment.PROD and not self.secret_keys:
+                why = "" if "auth" in self.model_fields_set else " (the default when MCPCHAT_ENV=prod)"
+                raise ValueError(
+                    f"MCPCHAT_AUTH is multi-user{why} and MCPCHAT_ENV is prod, so MCPCHAT_SECRET_KEYS must be set: "
+                    "one or more random keys of at least 32 characters, comma-separated, newest first (e.g. "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), the same on every replica."
+                )
+            return self
         if not is_loopback_host(self.host):
             raise ValueError(
                 f"MCPCHAT_AUTH is single-user, which has no accounts, so MCPCHAT_HOST must be a loopback address "
                 f"(127.0.0.1, ::1 or localhost), not {self.host!r}: anyone who reached it could run your tools. "
-                "Serving other machines needs multi-user mode, which is not available yet."
+                "To serve other machines, set MCPCHAT_AUTH=multi-user (accounts)."
             )
         return self
+
+    @property
+    def is_signup_open(self) -> bool:
+        return self.signup == "open"
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -167,7 +219,8 @@ def load_settings(**overrides: Any) -> Settings:
                 continue
             field = str(error["loc"][0])
             variable = _variable_name(field)
-            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+            shown = "" if _is_secret(field) else f" (got {error.get('input')!r})"
+            problems.append(f"{variable}: {error['msg']}{shown}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from exc
 
 
@@ -193,6 +246,14 @@ def _is_ip_address(name: str) -> bool:
 def _is_in_memory_sqlite(url: str) -> bool:
     database = make_url(url.replace("sqlite+aiosqlite://", "sqlite://", 1)).database or ""
     return database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in url
+
+
+def _is_secret(field: str) -> bool:
+    """Whether the field (named as in an error's location: by name or by its variable) is a secret, whose value no
+    message may show."""
+    return any(
+        info.repr is False for name, info in Settings.model_fields.items() if field in (name, info.validation_alias)
+    )
 
 
 def _variable_name(field: str) -> str:

@@ -7,13 +7,17 @@ from typing import Annotated, Any, TypedDict
 
 from anyio.abc import TaskGroup
 from fastapi import Depends, Query, Request
+from fastapi.security import OAuth2PasswordBearer
 
 from backend.auth.principal import Authenticator, Principal
 from backend.config import Settings
 from backend.db.database import Database as DatabaseService
+from backend.errors import ForbiddenError, NotFoundError
 from backend.services.chat_service import ChatService
 from backend.services.conversation_service import ConversationService
 from backend.services.mcp_service import McpService
+from backend.services.rate_limits import RateLimits
+from backend.services.session_service import SessionService
 from backend.services.user_service import UserService
 
 
@@ -24,6 +28,8 @@ class AppState(TypedDict):
     conversations: ConversationService
     database: DatabaseService
     users: UserService
+    sessions: SessionService | None  # None in single-user mode: nobody signs in
+    rate_limits: RateLimits
     authenticator: Authenticator
     watchers: TaskGroup  # watches requests for their client's disconnect
 
@@ -40,16 +46,56 @@ def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
     return dependency
 
 
-async def _current_user(request: Request) -> Principal:
+# Declares the bearer scheme in OpenAPI (with the password flow, so /docs' Authorize button signs in); the
+# authenticator reads the header itself.
+_bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+async def current_user(request: Request, _token: Annotated[str | None, Depends(_bearer)]) -> Principal:
+    """The caller, found by the auth mode's authenticator; every protected router depends on it.
+
+    Raises:
+        UnauthorizedError: multi-user mode, and no valid credential was sent.
+    """
     authenticator: Authenticator = request.state.authenticator
     return await authenticator.authenticate(request)
 
 
-CurrentUser = Annotated[Principal, Depends(_current_user)]
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def require_admin(user: CurrentUser) -> Principal:
+    """Raises:
+    ForbiddenError: the caller is not an admin."""
+    if not user.is_admin:
+        raise ForbiddenError("Only an admin may do this.")
+    return user
+
+
 Chat = Annotated[ChatService, Depends(_from_state("chat"))]
 Conversations = Annotated[ConversationService, Depends(_from_state("conversations"))]
 Database = Annotated[DatabaseService, Depends(_from_state("database"))]
 Mcp = Annotated[McpService, Depends(_from_state("mcp"))]
 Users = Annotated[UserService, Depends(_from_state("users"))]
+
+
+class SignInDisabledError(NotFoundError):
+    slug, title = "sign-in-disabled", "Sign-in is off"
+
+
+async def sign_in_enabled(request: Request) -> SessionService:
+    """Raises:
+    SignInDisabledError: single-user mode."""
+    sessions: SessionService | None = request.state.sessions
+    if sessions is None:
+        raise SignInDisabledError(
+            "MCP Chat runs in single-user mode (MCPCHAT_AUTH): nobody signs in, every request is the owner's."
+        )
+    return sessions
+
+
+Sessions = Annotated[SessionService, Depends(sign_in_enabled)]
+Rates = Annotated[RateLimits, Depends(_from_state("rate_limits"))]
+AppConfig = Annotated[Settings, Depends(_from_state("settings"))]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]

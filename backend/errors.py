@@ -3,7 +3,11 @@
     AppError (500 internal-error)
     ├── BadRequestError (400 bad-request)
     │   └── HostNotAllowedError (400 host-not-allowed): the Host header is not loopback nor in MCPCHAT_ALLOWED_HOSTS
-    ├── OriginNotAllowedError (403 origin-not-allowed): a state-changing request from a foreign Origin
+    ├── UnauthorizedError (401 not-authenticated): no credential, with WWW-Authenticate
+    │   ├── InvalidCredentialsError (401 invalid-credentials): a sign-in's email or password
+    │   └── InvalidTokenError (401 invalid-token): a credential sent but not valid
+    ├── ForbiddenError (403 forbidden): the caller's role does not allow it
+    │   └── OriginNotAllowedError (403 origin-not-allowed): a state-changing request from a foreign Origin
     ├── NotFoundError (404 not-found)
     │   ├── ToolNotFoundError (404 tool-not-found)
     │   ├── PromptNotFoundError (404 prompt-not-found)
@@ -11,6 +15,7 @@
     │   └── ResourceNotFoundError (404 resource-not-found): also a server's -32002, or -32602 naming the uri
     ├── ConflictError (409 conflict)
     ├── PayloadTooLargeError (413 payload-too-large)
+    ├── RateLimitedError (429 rate-limited): with Retry-After and the RateLimit headers
     ├── InvalidArgumentsError (422 invalid-arguments)
     │   ├── InvalidResourceUriError (422 invalid-resource-uri)
     │   └── RejectedParamsError (422 mcp-invalid-params): the server answered JSON-RPC -32602
@@ -56,6 +61,11 @@ class AppError(Exception):
         super().__init__(detail)
         self.detail, self.extra = detail, extra
 
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Response headers the problem needs (a 401's challenge, a 429's Retry-After)."""
+        return None
+
 
 class BadRequestError(AppError):
     status, slug, title = 400, "bad-request", "Bad request"
@@ -65,8 +75,31 @@ class HostNotAllowedError(BadRequestError):
     slug, title = "host-not-allowed", "Host not allowed"
 
 
-class OriginNotAllowedError(AppError):
-    status, slug, title = 403, "origin-not-allowed", "Origin not allowed"
+class UnauthorizedError(AppError):
+    status, slug, title = 401, "not-authenticated", "Authentication required"
+    # RFC 9110 section 11.6.1: a 401 names the scheme to authenticate with.
+    challenge: ClassVar[str] = "Bearer"
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": self.challenge}
+
+
+class InvalidCredentialsError(UnauthorizedError):
+    slug, title = "invalid-credentials", "Invalid credentials"
+
+
+class InvalidTokenError(UnauthorizedError):
+    slug, title = "invalid-token", "Invalid token"
+    challenge = 'Bearer error="invalid_token"'  # RFC 6750 section 3.1
+
+
+class ForbiddenError(AppError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class OriginNotAllowedError(ForbiddenError):
+    slug, title = "origin-not-allowed", "Origin not allowed"
 
 
 class NotFoundError(AppError):
@@ -107,6 +140,23 @@ class RejectedParamsError(InvalidArgumentsError):
 
 class PayloadTooLargeError(AppError):
     status, slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class RateLimitedError(AppError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, detail: str, *, policy: str, limit: int, window_s: int, retry_after_s: int) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s)
+        self.policy, self.limit, self.window_s, self.retry_after_s = policy, limit, window_s, retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        # RateLimit-Policy and RateLimit as the IETF httpapi draft writes them: quota, window, remaining, reset.
+        return {
+            "Retry-After": str(self.retry_after_s),
+            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={self.window_s}',
+            "RateLimit": f'"{self.policy}";r=0;t={self.retry_after_s}',
+        }
 
 
 class UpstreamError(AppError):
@@ -155,7 +205,9 @@ async def _on_app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     if exc.status >= 500:
         log.warning("request.failed", problem=exc.slug, detail=exc.detail)
-    return problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.extra, path=request.url.path)
+    return problem_response(
+        exc.status, exc.slug, exc.title, exc.detail, exc.extra, headers=exc.headers, path=request.url.path
+    )
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:

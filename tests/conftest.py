@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from backend.config import ENV_FILE_VARIABLE
 from backend.mcp.servers_file import ServerSpec
@@ -36,6 +38,18 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
             monkeypatch.delenv(name)
     monkeypatch.setenv(ENV_FILE_VARIABLE, "")
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put logging back as it was after a test that configures it (as `mcpchat serve` does)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture

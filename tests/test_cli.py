@@ -91,7 +91,7 @@ def test_serve_exits_nonzero_naming_the_variable_when_the_database_is_in_memory(
         (
             (),
             {"MCPCHAT_ENV": "prod"},
-            ("multi-user mode is not available yet", "MCPCHAT_AUTH=single-user", "MCPCHAT_HOST"),
+            ("MCPCHAT_AUTH is multi-user (the default when MCPCHAT_ENV=prod)", "MCPCHAT_SECRET_KEYS must be set"),
         ),
     ],
     ids=["host-variable", "host-option", "prod-default"],
@@ -160,8 +160,8 @@ def test_users_create_makes_an_account_with_the_password_from_stdin_once_per_ema
     assert "at least 12 characters" in short.stderr
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT email, role, password_hash FROM users ORDER BY created_at").fetchall()
-    assert [(email, role) for email, role, _ in rows] == [("owner@localhost", "admin"), ("ada@example.com", "admin")]
-    assert rows[1][2].startswith("$argon2id$")
+    assert [(email, role) for email, role, _ in rows] == [("ada@example.com", "admin")]  # it claimed the owner's
+    assert rows[0][2].startswith("$argon2id$")
     for run in (made, again, short):
         assert password not in run.stdout + run.stderr
         assert "tiny-secret" not in run.stdout + run.stderr

@@ -76,22 +76,45 @@ def test_auth_is_single_user_when_env_is_dev_or_test(monkeypatch: pytest.MonkeyP
     assert load_settings().auth is AuthMode.SINGLE_USER
 
 
-def test_settings_refuse_multi_user_as_not_yet_available_when_env_is_prod(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prod_defaults_to_multi_user_and_refuses_to_start_without_secret_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("MCPCHAT_ENV", "prod")
     with pytest.raises(SettingsError) as refused:
         load_settings()
     message = str(refused.value)
-    assert "multi-user mode is not available yet" in message
+    assert "MCPCHAT_SECRET_KEYS must be set" in message
     assert "the default when MCPCHAT_ENV=prod" in message
-    assert "MCPCHAT_AUTH=single-user" in message
-    assert "MCPCHAT_HOST" in message
+    monkeypatch.setenv("MCPCHAT_SECRET_KEYS", "k" * 32)
+    settings = load_settings()
+    assert settings.auth is AuthMode.MULTI_USER
+    assert [key.get_secret_value() for key in settings.secret_keys] == ["k" * 32]
 
 
-def test_settings_refuse_multi_user_when_it_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multi_user_serves_any_host_and_needs_no_key_outside_prod(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCPCHAT_AUTH", "multi-user")
-    with pytest.raises(SettingsError, match="multi-user mode is not available yet") as refused:
+    monkeypatch.setenv("MCPCHAT_HOST", "0.0.0.0")
+    settings = load_settings()
+    assert (settings.auth, settings.host, settings.secret_keys) == (AuthMode.MULTI_USER, "0.0.0.0", [])
+
+
+def test_a_short_secret_key_is_refused_without_showing_any_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPCHAT_SECRET_KEYS", f"{'n' * 32},too-short-secret")
+    with pytest.raises(SettingsError, match=r"MCPCHAT_SECRET_KEYS: .*key 2 is shorter than 32") as refused:
         load_settings()
-    assert "the default" not in str(refused.value)
+    assert "too-short-secret" not in str(refused.value)
+    assert "n" * 32 not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("MCPCHAT_RATE_AUTH", "ten a minute"), ("MCPCHAT_TRUSTED_PROXIES", "proxy")]
+)
+def test_a_bad_rate_or_proxy_address_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "chat.example", "128.0.0.1"])

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from backend.logging import configure_logging
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        structlog.reset_defaults()
-        root.handlers[:], root.level = handlers, level
 
 
 def test_events_below_the_level_are_dropped_and_the_rest_are_json_lines_with_their_context(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
 
 from backend.cursors import decode_offset, encode_cursor
 from backend.mcp.models import ServerState
@@ -121,3 +121,35 @@ class MeOut(BaseModel):
     role: str
     auth_method: str  # "single-user": no sign-in, every request is the owner's
     created_at: datetime
+
+
+class SignUpRequest(_Request):
+    email: str = Field(max_length=320)
+    password: SecretStr
+    name: str | None = Field(default=None, max_length=200)
+
+
+class SignInRequest(_Request):
+    email: str = Field(max_length=320)
+    password: SecretStr
+
+
+class RefreshRequest(_Request):
+    refresh_token: SecretStr
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int  # seconds
+    refresh_token: str
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    name: str | None
+    role: str
+    is_disabled: bool
+    created_at: datetime
+    last_login_at: datetime | None

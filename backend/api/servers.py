@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from backend.api.schemas import Page, paginate
-from backend.deps import Cursor, Limit, Mcp
+from backend.deps import Cursor, Limit, Mcp, require_admin
 from backend.mcp.models import ServerState
 
 router = APIRouter(prefix="/v1/servers", tags=["servers"])
@@ -25,9 +25,9 @@ async def get_server(name: str, mcp: Mcp) -> ServerState:
     return mcp.connection(name).state()
 
 
-@router.post("/{name}/reconnect", status_code=202)
+@router.post("/{name}/reconnect", status_code=202, dependencies=[Depends(require_admin)])
 async def reconnect_server(name: str, mcp: Mcp) -> ServerState:
-    """Drop and re-open the connection to one server (a stdio server is restarted)."""
+    """Drop and re-open the connection to one server (a stdio server is restarted). Admins only."""
     connection = mcp.connection(name)
     connection.request_reconnect()
     return connection.state()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend.api.schemas import ConversationOut, MessageOut, ToolCallOut
-from backend.db.models import Conversation, Message, ToolCall
+from backend.api.schemas import ConversationOut, MessageOut, ToolCallOut, UserOut
+from backend.db.models import Conversation, Message, ToolCall, User
 from backend.db.records import MessageRecord, ToolCallRecord
 from backend.services import tool_arguments
 
@@ -40,4 +40,16 @@ def conversation_out(conversation: Conversation) -> ConversationOut:
         kind=conversation.kind,
         created_at=conversation.created_at,
         updated_at=conversation.updated_at,
+    )
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        is_disabled=user.is_disabled,
+        created_at=user.created_at,
+        last_login_at=user.last_login_at,
     )

@@ -13,6 +13,7 @@ from backend.db.models import OWNER_ID, UserRole
 
 class AuthMethod(StrEnum):
     SINGLE_USER = "single-user"  # no sign-in: every request is the owner's
+    SESSION = "session"  # an access token from signing in
 
 
 @dataclass(frozen=True, slots=True)

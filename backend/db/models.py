@@ -111,6 +111,23 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class RefreshToken(Base):
+    """One refresh token of a sign-in session (its family): each use replaces it with the next one."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    family_id: Mapped[str] = mapped_column(String(36))  # the sign-in it descends from
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the token (hex)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)  # replaced by the next token
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_refresh_tokens_family", "family_id"), Index("ix_refresh_tokens_user", "user_id"))
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db.database import Database
-from backend.db.models import User, UserRole, new_id, utcnow
+from backend.db.models import OWNER_ID, User, UserRole, new_id, utcnow
 from backend.errors import ConflictError, NotFoundError
 
 
@@ -52,6 +52,62 @@ class UserStore:
         except IntegrityError as exc:  # another request took it between the check and the insert
             raise _taken(email) from exc
         return user
+
+    async def claim_owner(self, email: str, name: str | None, password_hash: str) -> User | None:
+        """Give the built-in owner account (admin, every conversation from before accounts) this email and password,
+        if it has none yet and no other account exists: the first account is the owner. None otherwise.
+
+        Raises:
+            EmailTakenError: never in practice (only the owner exists); kept for the unique index.
+        """
+
+        def write(connection: Connection) -> User | None:
+            others = connection.execute(select(func.count()).select_from(User).where(User.id != OWNER_ID)).scalar()
+            if others:
+                return None
+            claimed = connection.execute(
+                update(User)
+                .where(User.id == OWNER_ID, User.password_hash.is_(None))
+                .values(email=email, name=name, password_hash=password_hash)
+            )
+            if not claimed.rowcount:
+                return None
+            with Session(connection) as session:
+                user = session.get(User, OWNER_ID)
+                assert user is not None  # just updated
+                session.expunge(user)
+                return user
+
+        try:
+            return await self.database.write(write)
+        except IntegrityError as exc:
+            raise _taken(email) from exc
+
+    async def has_accounts(self) -> bool:
+        """Whether anyone can sign in: an account other than the owner, or the owner with a password."""
+
+        def read(connection: Connection) -> bool:
+            query = select(User.id).where((User.id != OWNER_ID) | User.password_hash.is_not(None)).limit(1)
+            return connection.execute(query).first() is not None
+
+        return await self.database.read(read)
+
+    async def find_by_email(self, email: str) -> User | None:
+        """The account with this (lower-cased) email, if any."""
+
+        def read(connection: Connection) -> User | None:
+            with Session(connection) as session:
+                user = session.scalars(select(User).where(User.email == email)).first()
+                if user is not None:
+                    session.expunge(user)
+                return user
+
+        return await self.database.read(read)
+
+    async def record_login(self, user_id: str) -> None:
+        await self.database.write(
+            lambda connection: connection.execute(update(User).where(User.id == user_id).values(last_login_at=utcnow()))
+        )
 
     async def get(self, user_id: str) -> User:
         """Raises:

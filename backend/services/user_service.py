@@ -7,7 +7,7 @@ from pydantic import EmailStr, SecretStr, TypeAdapter, ValidationError
 from backend.auth.passwords import check_password_rules, hash_password
 from backend.db.models import User, UserRole
 from backend.db.user_store import UserStore
-from backend.errors import InvalidArgumentsError
+from backend.errors import ForbiddenError, InvalidArgumentsError
 
 _EMAIL = TypeAdapter(EmailStr)
 
@@ -16,12 +16,17 @@ class InvalidEmailError(InvalidArgumentsError):
     slug, title = "invalid-email", "Invalid email address"
 
 
+class SignUpClosedError(ForbiddenError):
+    slug, title = "sign-up-closed", "Sign-up closed"
+
+
 class UserService:
     def __init__(self, store: UserStore) -> None:
         self._store = store
 
     async def create(self, email: str, password: SecretStr, name: str | None, role: UserRole) -> User:
-        """A new account that signs in with `email` and `password`.
+        """A new account that signs in with `email` and `password`. The first one is the built-in owner account
+        (an admin, whatever `role` says), which holds every conversation made before accounts existed.
 
         Raises:
             InvalidEmailError: not an email address.
@@ -35,7 +40,25 @@ class UserService:
             raise InvalidEmailError(f"{email!r} is not an email address. {reason}".strip()) from exc
         check_password_rules(password)
         # Lower-cased whole: nobody means two accounts by Bob@example.com and bob@example.com.
-        return await self._store.create(address.lower(), name, await hash_password(password), role)
+        address, password_hash = address.lower(), await hash_password(password)
+        owner = await self._store.claim_owner(address, name, password_hash)
+        if owner is not None:
+            return owner
+        return await self._store.create(address, name, password_hash, role)
+
+    async def sign_up(self, email: str, password: SecretStr, name: str | None, is_open: bool) -> User:
+        """Self-service sign-up: the first account (the owner, an admin), or any member when sign-up is open.
+
+        Raises:
+            SignUpClosedError: accounts exist and MCPCHAT_SIGNUP is closed.
+            InvalidEmailError, InvalidPasswordError, EmailTakenError: as `create`.
+        """
+        if not is_open and await self._store.has_accounts():
+            raise SignUpClosedError(
+                "Sign-up is closed: an admin creates accounts (POST /v1/users, or `mcpchat users create`), "
+                "or sets MCPCHAT_SIGNUP=open."
+            )
+        return await self.create(email, password, name, UserRole.MEMBER)
 
     async def get(self, user_id: str) -> User:
         """Raises:

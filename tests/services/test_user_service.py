@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from backend.auth.passwords import InvalidPasswordError
 from backend.db.database import open_database
 from backend.db.migrate import upgrade
-from backend.db.models import UserRole
+from backend.db.models import OWNER_ID, UserRole
 from backend.db.user_store import EmailTakenError, UserStore
 from backend.services.user_service import InvalidEmailError, UserService
 
@@ -31,11 +31,21 @@ async def users(tmp_path: Path) -> AsyncIterator[UserService]:
 async def test_a_new_account_keeps_an_argon2id_hash_of_its_password_and_a_lower_cased_email(
     users: UserService,
 ) -> None:
+    await users.create("first@example.com", PASSWORD, None, UserRole.ADMIN)  # the owner: see below
     created = await users.create("  Ada@Example.COM ", PASSWORD, "Ada", UserRole.MEMBER)
     stored = await users.get(created.id)
     assert (stored.email, stored.name, stored.role, stored.is_disabled) == ("ada@example.com", "Ada", "member", False)
     assert stored.password_hash is not None and stored.password_hash.startswith("$argon2id$")
     assert PASSWORD.get_secret_value() not in stored.password_hash
+
+
+async def test_the_first_account_claims_the_owner_account_as_an_admin_whatever_role_was_asked(
+    users: UserService,
+) -> None:
+    first = await users.create("ada@example.com", PASSWORD, "Ada", UserRole.MEMBER)
+    assert (first.id, first.role, first.email, first.name) == (OWNER_ID, "admin", "ada@example.com", "Ada")
+    second = await users.create("bob@example.com", PASSWORD, None, UserRole.MEMBER)
+    assert (second.id != OWNER_ID, second.role) == (True, "member")
 
 
 async def test_an_email_is_refused_when_an_account_has_it_in_any_letter_case(users: UserService) -> None:

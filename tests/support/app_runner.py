@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from backend.app import create_app
 from backend.config import Settings
@@ -42,6 +43,7 @@ class RunningApp:
     http: httpx.AsyncClient
     mcp: McpService
     chat: ChatService
+    app: FastAPI
 
     async def wait_for_status(self, name: str, *statuses: ServerStatus) -> None:
         with anyio.fail_after(WAIT_S):
@@ -68,7 +70,7 @@ async def run_app(settings: Settings, specs: Sequence[ServerSpec]) -> AsyncItera
     app = create_app(settings, specs)
     sock = socket.create_server(("127.0.0.1", 0))  # bound first: no readiness polling
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as for the fake model (see run_fake_openai)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", proxy_headers=False))
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     async def serve() -> None:
@@ -83,7 +85,7 @@ async def run_app(settings: Settings, specs: Sequence[ServerSpec]) -> AsyncItera
             async with httpx.AsyncClient(base_url=base_url, timeout=WAIT_S) as http:
                 # The first answer comes only after lifespan start-up, so the service exists from here on.
                 (await http.get("/healthz")).raise_for_status()
-                yield RunningApp(base_url=base_url, http=http, mcp=app.state.mcp, chat=app.state.chat)
+                yield RunningApp(base_url=base_url, http=http, mcp=app.state.mcp, chat=app.state.chat, app=app)
         finally:
             server.should_exit = True
     sock.close()
