@@ -14,6 +14,16 @@ from backend.db.models import OWNER_ID, UserRole
 class AuthMethod(StrEnum):
     SINGLE_USER = "single-user"  # no sign-in: every request is the owner's
     SESSION = "session"  # an access token from signing in
+    API_KEY = "api-key"  # a key an account made for one client
+
+
+class Scope(StrEnum):
+    """What an API key may do; a session or the single-user owner may do all its role allows."""
+
+    CHAT = "chat"  # conversations and the legacy chat routes
+    TOOLS = "tools"  # direct tool, prompt and resource calls
+    READ = "read"  # lists
+    ADMIN = "admin"  # admin routes (only an admin's key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +31,16 @@ class Principal:
     user_id: str
     role: UserRole
     method: AuthMethod
+    key_id: str | None = None  # the API key used, if one was
+    scopes: frozenset[Scope] | None = None  # an API key's; None: everything the role allows
 
     @property
     def is_admin(self) -> bool:
         return self.role is UserRole.ADMIN
+
+    def allows(self, scope: Scope) -> bool:
+        """Whether the credential reaches routes of `scope` (the role is checked separately)."""
+        return self.scopes is None or scope in self.scopes
 
 
 OWNER = Principal(OWNER_ID, UserRole.ADMIN, AuthMethod.SINGLE_USER)
