@@ -11,12 +11,26 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from backend.api import accounts, auth, chat, conversations, health, prompts, resources, servers, tools
+from backend.api import (
+    accounts,
+    api_keys,
+    auth,
+    chat,
+    conversations,
+    health,
+    prompts,
+    resources,
+    servers,
+    tools,
+    users,
+)
+from backend.api.openapi import secured_openapi
 from backend.auth.bearer import BearerAuthenticator
 from backend.auth.principal import SingleUserAuthenticator
 from backend.auth.tokens import SECRET_KEY_FILE, AccessTokens, load_signing_keys
 from backend.config import AuthMode, Settings
-from backend.db.database import Database, open_database
+from backend.db.api_key_store import ApiKeyStore
+from backend.db.database import open_database
 from backend.db.migrate import upgrade
 from backend.db.refresh_token_store import RefreshTokenStore
 from backend.db.repositories import ConversationStore
@@ -26,6 +40,7 @@ from backend.errors import install_error_handlers, render_crash
 from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
 from backend.middleware import BodySizeLimitMiddleware, HostOriginGuardMiddleware, SecurityHeadersMiddleware
+from backend.services.api_key_service import ApiKeyService
 from backend.services.chat_service import ChatService
 from backend.services.conversation_service import ConversationService
 from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
@@ -76,17 +91,21 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 model=settings.model if provider is not None else None,
                 exact_tokens=tokens.exact,
             )
-            users = UserStore(database)
-            sessions = _sessions(settings, database, users)
+            user_store, keys = UserStore(database), ApiKeyStore(database)
+            refresh_tokens = RefreshTokenStore(database, settings.refresh_token_ttl_s)
+            sessions = _sessions(settings, user_store, refresh_tokens)
             yield AppState(
                 settings=settings,
                 mcp=mcp,
                 chat=chat,
                 conversations=conversations,
                 database=database,
-                users=UserService(users),
+                users=UserService(user_store, refresh_tokens, keys),
+                api_keys=ApiKeyService(keys),
                 sessions=sessions,
-                authenticator=BearerAuthenticator(sessions) if sessions is not None else SingleUserAuthenticator(),
+                authenticator=(
+                    BearerAuthenticator(sessions, keys) if sessions is not None else SingleUserAuthenticator()
+                ),
                 rate_limits=RateLimits(),
                 watchers=watchers,
             )
@@ -101,8 +120,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     install_error_handlers(app)
     # Most requested first: FastAPI tries routes in order, and a chat turn's should not wait behind every other.
     # No two routers share a path. Every route needs the caller (in multi-user mode, a credential) but health checks
-    # and sign-in's own.
-    for router in (
+    # and sign-in's own (an API key also needs the route's scope: backend/auth/scopes.py).
+    protected = (
         conversations.router,
         chat.router,
         tools.router,
@@ -112,10 +131,15 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         prompts.router,
         resources.router,
         accounts.router,
-    ):
+        api_keys.router,
+        users.router,
+    )
+    for router in protected:
         app.include_router(router, dependencies=[Depends(current_user)])
     app.include_router(auth.router)
     app.include_router(health.router)
+    # Replacing app.openapi is how FastAPI's documentation customizes the schema; mypy sees a method assigned.
+    app.openapi = secured_openapi(app, protected)  # type: ignore[method-assign]
     # Added innermost first: request context wraps everything but the security headers, so even a 413 carries the
     # request id, and the headers are on every answer, a crash's included. The Host and Origin guard comes before
     # CORS, so a preflight for a foreign host is refused too.
@@ -138,7 +162,7 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     return app
 
 
-def _sessions(settings: Settings, database: Database, users: UserStore) -> SessionService | None:
+def _sessions(settings: Settings, users: UserStore, refresh_tokens: RefreshTokenStore) -> SessionService | None:
     """Sign-in sessions in multi-user mode, signing with the configured keys or the one kept in the data folder;
     None in single-user mode."""
     if settings.auth is not AuthMode.MULTI_USER:
@@ -146,7 +170,7 @@ def _sessions(settings: Settings, database: Database, users: UserStore) -> Sessi
     configured = [key.get_secret_value() for key in settings.secret_keys]
     keys = load_signing_keys(configured, settings.data_dir / SECRET_KEY_FILE)
     access_tokens = AccessTokens(keys, settings.access_token_ttl_s)
-    return SessionService(users, RefreshTokenStore(database, settings.refresh_token_ttl_s), access_tokens)
+    return SessionService(users, refresh_tokens, access_tokens)
 
 
 def _provider(settings: Settings) -> LLMProvider | None:

@@ -18,9 +18,11 @@ from pydantic import SecretStr
 
 from backend.app import create_app
 from backend.config import Settings, SettingsError, load_settings
+from backend.db.api_key_store import ApiKeyStore
 from backend.db.database import open_database
 from backend.db.migrate import current_revision, upgrade
 from backend.db.models import User, UserRole
+from backend.db.refresh_token_store import RefreshTokenStore
 from backend.db.user_store import UserStore
 from backend.errors import AppError
 from backend.logging import configure_logging
@@ -89,7 +91,7 @@ def _create_user(settings: Settings, email: str, name: str | None, role: UserRol
     else:
         password = sys.stdin.readline().removesuffix("\n")
     try:
-        user = anyio.run(_insert_user, settings.database_url, email, SecretStr(password), name, role)
+        user = anyio.run(_insert_user, settings, email, SecretStr(password), name, role)
     except AppError as exc:  # the email or password was refused: the message says why
         print(f"mcpchat: {exc.detail}", file=sys.stderr)  # noqa: T201 - the CLI's own output
         return 1
@@ -97,11 +99,13 @@ def _create_user(settings: Settings, email: str, name: str | None, role: UserRol
     return 0
 
 
-async def _insert_user(url: str, email: str, password: SecretStr, name: str | None, role: UserRole) -> User:
-    database = open_database(url)
+async def _insert_user(settings: Settings, email: str, password: SecretStr, name: str | None, role: UserRole) -> User:
+    database = open_database(settings.database_url)
     try:
         await upgrade(database)
-        return await UserService(UserStore(database)).create(email, password, name, role)
+        refresh_tokens = RefreshTokenStore(database, settings.refresh_token_ttl_s)
+        users = UserService(UserStore(database), refresh_tokens, ApiKeyStore(database))
+        return await users.create(email, password, name, role)
     finally:
         await database.aclose()
 

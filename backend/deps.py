@@ -7,12 +7,13 @@ from typing import Annotated, Any, TypedDict
 
 from anyio.abc import TaskGroup
 from fastapi import Depends, Query, Request
-from fastapi.security import OAuth2PasswordBearer
 
 from backend.auth.principal import Authenticator, Principal
+from backend.auth.scopes import ROUTE_SCOPES
 from backend.config import Settings
 from backend.db.database import Database as DatabaseService
 from backend.errors import ForbiddenError, NotFoundError
+from backend.services.api_key_service import ApiKeyService
 from backend.services.chat_service import ChatService
 from backend.services.conversation_service import ConversationService
 from backend.services.mcp_service import McpService
@@ -28,6 +29,7 @@ class AppState(TypedDict):
     conversations: ConversationService
     database: DatabaseService
     users: UserService
+    api_keys: ApiKeyService
     sessions: SessionService | None  # None in single-user mode: nobody signs in
     rate_limits: RateLimits
     authenticator: Authenticator
@@ -46,19 +48,25 @@ def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
     return dependency
 
 
-# Declares the bearer scheme in OpenAPI (with the password flow, so /docs' Authorize button signs in); the
-# authenticator reads the header itself.
-_bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
-
-
-async def current_user(request: Request, _token: Annotated[str | None, Depends(_bearer)]) -> Principal:
-    """The caller, found by the auth mode's authenticator; every protected router depends on it.
+async def current_user(request: Request) -> Principal:
+    """The caller, found by the auth mode's authenticator; every protected router depends on it (and OpenAPI says
+    so: backend/api/openapi.py).
 
     Raises:
         UnauthorizedError: multi-user mode, and no valid credential was sent.
+        ForbiddenError: an API key without the route's scope (backend/auth/scopes.py).
     """
     authenticator: Authenticator = request.state.authenticator
-    return await authenticator.authenticate(request)
+    user = await authenticator.authenticate(request)
+    if user.scopes is not None:  # an API key: does it reach this route?
+        route = request.scope.get("route")
+        key = (request.method, getattr(route, "path", ""))
+        if key not in ROUTE_SCOPES:
+            raise ForbiddenError("API keys cannot use this route.")
+        scope = ROUTE_SCOPES[key]
+        if scope is not None and scope not in user.scopes:
+            raise ForbiddenError(f"This API key lacks the {scope.value} scope.")
+    return user
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
@@ -77,6 +85,7 @@ Conversations = Annotated[ConversationService, Depends(_from_state("conversation
 Database = Annotated[DatabaseService, Depends(_from_state("database"))]
 Mcp = Annotated[McpService, Depends(_from_state("mcp"))]
 Users = Annotated[UserService, Depends(_from_state("users"))]
+ApiKeys = Annotated[ApiKeyService, Depends(_from_state("api_keys"))]
 
 
 class SignInDisabledError(NotFoundError):

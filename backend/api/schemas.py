@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, SecretStr
 
+from backend.auth.principal import Scope
 from backend.cursors import decode_offset, encode_cursor
+from backend.db.models import UserRole
 from backend.mcp.models import ServerState
 
 T = TypeVar("T")
@@ -153,3 +155,35 @@ class UserOut(BaseModel):
     is_disabled: bool
     created_at: datetime
     last_login_at: datetime | None
+
+
+class ApiKeyCreate(_Request):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[Scope] = Field(min_length=1, description="chat, tools, read, admin (admins only)")
+    expires_at: AwareDatetime | None = None
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str  # the key's first characters
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str  # the secret: shown this once
+
+
+class UserCreate(_Request):
+    email: str = Field(max_length=320)
+    password: SecretStr
+    name: str | None = Field(default=None, max_length=200)
+    role: UserRole = UserRole.MEMBER
+
+
+class UserUpdate(_Request):
+    role: UserRole | None = None
+    is_disabled: bool | None = None

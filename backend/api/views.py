@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend.api.schemas import ConversationOut, MessageOut, ToolCallOut, UserOut
-from backend.db.models import Conversation, Message, ToolCall, User
+from backend.api.schemas import ApiKeyOut, ConversationOut, MessageOut, ToolCallOut, UserOut
+from backend.db.models import ApiKey, Conversation, Message, ToolCall, User
 from backend.db.records import MessageRecord, ToolCallRecord
 from backend.services import tool_arguments
 
@@ -52,4 +52,16 @@ def user_out(user: User) -> UserOut:
         is_disabled=user.is_disabled,
         created_at=user.created_at,
         last_login_at=user.last_login_at,
+    )
+
+
+def api_key_out(key: ApiKey) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=key.scopes.split(),
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        last_used_at=key.last_used_at,
     )

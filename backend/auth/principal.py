@@ -38,10 +38,6 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role is UserRole.ADMIN
 
-    def allows(self, scope: Scope) -> bool:
-        """Whether the credential reaches routes of `scope` (the role is checked separately)."""
-        return self.scopes is None or scope in self.scopes
-
 
 OWNER = Principal(OWNER_ID, UserRole.ADMIN, AuthMethod.SINGLE_USER)
 

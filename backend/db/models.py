@@ -49,6 +49,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime, whichever driver read it: SQLite's gives it back without its offset."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class TurnStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -126,6 +131,25 @@ class RefreshToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (Index("ix_refresh_tokens_family", "family_id"), Index("ix_refresh_tokens_user", "user_id"))
+
+
+class ApiKey(Base):
+    """A key an account made for one client: stored as a hash, shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the key (hex)
+    scopes: Mapped[str] = mapped_column(String(100))  # space-separated, as OAuth writes scopes
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_api_keys_user", "user_id", "created_at"),)
 
 
 class Conversation(Base):

@@ -1,21 +1,18 @@
-"""RefreshTokenStore: refresh tokens, kept only as SHA-256 hashes, rotated on every use (RFC 9700 section 4.14).
-
-A refresh token is 256 random bits, so a fast hash is enough to make a stolen table useless (a password needs a
-slow one because it can be guessed; these cannot).
-"""
+"""RefreshTokenStore: refresh tokens, kept only as hashes (`backend.db.hashes`), rotated on every use (RFC 9700
+section 4.14)."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 
 from sqlalchemy import Connection, insert, select, update
 
 from backend.db.database import Database
-from backend.db.models import RefreshToken, new_id, utcnow
+from backend.db.hashes import secret_hash
+from backend.db.models import RefreshToken, aware_utc, new_id, utcnow
 
 TOKEN_BYTES = 32
 
@@ -31,10 +28,6 @@ class RotationResult:
     outcome: Rotation
     user_id: str | None = None
     token: str | None = None  # the next token, when rotated
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class RefreshTokenStore:
@@ -62,10 +55,10 @@ class RefreshTokenStore:
                     RefreshToken.used_at,
                     RefreshToken.revoked_at,
                 )
-                .where(RefreshToken.token_hash == token_hash(token))
+                .where(RefreshToken.token_hash == secret_hash(token))
                 .with_for_update()
             ).first()
-            if row is None or row.revoked_at is not None or _aware(row.expires_at) <= now:
+            if row is None or row.revoked_at is not None or aware_utc(row.expires_at) <= now:
                 return RotationResult(Rotation.UNKNOWN)
             if row.used_at is not None:
                 _revoke_family(connection, row.family_id, now)
@@ -81,7 +74,9 @@ class RefreshTokenStore:
 
         def write(connection: Connection) -> str | None:
             row = connection.execute(
-                select(RefreshToken.user_id, RefreshToken.family_id).where(RefreshToken.token_hash == token_hash(token))
+                select(RefreshToken.user_id, RefreshToken.family_id).where(
+                    RefreshToken.token_hash == secret_hash(token)
+                )
             ).first()
             if row is None:
                 return None
@@ -106,7 +101,7 @@ class RefreshTokenStore:
                 id=new_id(),
                 user_id=user_id,
                 family_id=family_id,
-                token_hash=token_hash(token),
+                token_hash=secret_hash(token),
                 created_at=now,
                 expires_at=now + self._ttl,
             )
@@ -119,8 +114,3 @@ def _revoke_family(connection: Connection, family_id: str, now: datetime) -> Non
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-
-
-def _aware(value: datetime) -> datetime:
-    """A stored time as an aware UTC datetime: SQLite gives it back without its offset."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

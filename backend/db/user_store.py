@@ -15,6 +15,10 @@ class UserNotFoundError(NotFoundError):
     slug, title = "user-not-found", "User not found"
 
 
+class LastAdminError(ConflictError):
+    slug, title = "last-admin", "The last admin"
+
+
 class EmailTakenError(ConflictError):
     slug, title = "email-taken", "Email already in use"
 
@@ -108,6 +112,47 @@ class UserStore:
         await self.database.write(
             lambda connection: connection.execute(update(User).where(User.id == user_id).values(last_login_at=utcnow()))
         )
+
+    async def list(self) -> list[User]:
+        """Every account, oldest first."""
+
+        def read(connection: Connection) -> list[User]:
+            with Session(connection) as session:
+                users = list(session.scalars(select(User).order_by(User.created_at, User.id)).all())
+                session.expunge_all()
+                return users
+
+        return await self.database.read(read)
+
+    async def update(self, user_id: str, role: UserRole | None, is_disabled: bool | None) -> User:
+        """Change the account's role or disabled flag (None: leave it).
+
+        Raises:
+            UserNotFoundError: no account has this id.
+            LastAdminError: the change would leave no enabled admin.
+        """
+
+        def write(connection: Connection) -> User:
+            with Session(connection) as session:
+                user = session.get(User, user_id)
+                if user is None:
+                    raise UserNotFoundError(f"No user has the id {user_id!r}.")
+                if role is not None:
+                    user.role = role.value
+                if is_disabled is not None:
+                    user.is_disabled = is_disabled
+                session.flush()
+                admins = (
+                    select(func.count())
+                    .select_from(User)
+                    .where(User.role == UserRole.ADMIN.value, User.is_disabled.is_(False))
+                )
+                if not session.execute(admins).scalar():
+                    raise LastAdminError("That would leave no enabled admin: make another admin first.")
+                session.expunge(user)
+                return user
+
+        return await self.database.write(write)
 
     async def get(self, user_id: str) -> User:
         """Raises:

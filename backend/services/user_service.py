@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import EmailStr, SecretStr, TypeAdapter, ValidationError
 
 from backend.auth.passwords import check_password_rules, hash_password
+from backend.db.api_key_store import ApiKeyStore
 from backend.db.models import User, UserRole
+from backend.db.refresh_token_store import RefreshTokenStore
 from backend.db.user_store import UserStore
 from backend.errors import ForbiddenError, InvalidArgumentsError
 
@@ -21,8 +23,8 @@ class SignUpClosedError(ForbiddenError):
 
 
 class UserService:
-    def __init__(self, store: UserStore) -> None:
-        self._store = store
+    def __init__(self, store: UserStore, refresh_tokens: RefreshTokenStore, api_keys: ApiKeyStore) -> None:
+        self._store, self._refresh_tokens, self._api_keys = store, refresh_tokens, api_keys
 
     async def create(self, email: str, password: SecretStr, name: str | None, role: UserRole) -> User:
         """A new account that signs in with `email` and `password`. The first one is the built-in owner account
@@ -59,6 +61,23 @@ class UserService:
                 "or sets MCPCHAT_SIGNUP=open."
             )
         return await self.create(email, password, name, UserRole.MEMBER)
+
+    async def list(self) -> list[User]:
+        return await self._store.list()
+
+    async def update(self, user_id: str, role: UserRole | None, is_disabled: bool | None) -> User:
+        """Change an account's role or disabled flag. Disabling one ends its sessions and revokes its API keys at
+        once (its access tokens are refused from the next request: each request reads the account).
+
+        Raises:
+            UserNotFoundError: no account has this id.
+            LastAdminError: the change would leave no enabled admin.
+        """
+        user = await self._store.update(user_id, role, is_disabled)
+        if is_disabled:
+            await self._refresh_tokens.revoke_user(user_id)
+            await self._api_keys.revoke_user(user_id)
+        return user
 
     async def get(self, user_id: str) -> User:
         """Raises:

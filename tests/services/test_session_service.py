@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from backend.auth.principal import AuthMethod
 from backend.auth.tokens import AccessTokens, SigningKey
+from backend.db.api_key_store import ApiKeyStore
 from backend.db.database import Database, open_database
 from backend.db.migrate import upgrade
 from backend.db.models import OWNER_ID, User, UserRole
@@ -39,7 +40,9 @@ async def accounts(tmp_path: Path) -> AsyncIterator[Accounts]:
     store = UserStore(database)
     tokens = AccessTokens([SigningKey.of(b"k" * 32)], ttl_s=900)
     try:
-        yield Accounts(database, UserService(store), SessionService(store, RefreshTokenStore(database, 3600), tokens))
+        refresh_tokens = RefreshTokenStore(database, 3600)
+        users = UserService(store, refresh_tokens, ApiKeyStore(database))
+        yield Accounts(database, users, SessionService(store, refresh_tokens, tokens))
     finally:
         await database.aclose()
 

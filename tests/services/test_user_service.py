@@ -9,9 +9,11 @@ import pytest
 from pydantic import SecretStr
 
 from backend.auth.passwords import InvalidPasswordError
+from backend.db.api_key_store import ApiKeyStore
 from backend.db.database import open_database
 from backend.db.migrate import upgrade
 from backend.db.models import OWNER_ID, UserRole
+from backend.db.refresh_token_store import RefreshTokenStore
 from backend.db.user_store import EmailTakenError, UserStore
 from backend.services.user_service import InvalidEmailError, UserService
 
@@ -23,7 +25,7 @@ async def users(tmp_path: Path) -> AsyncIterator[UserService]:
     database = open_database(f"sqlite:///{tmp_path / 'users.db'}")
     await upgrade(database)
     try:
-        yield UserService(UserStore(database))
+        yield UserService(UserStore(database), RefreshTokenStore(database, 3600), ApiKeyStore(database))
     finally:
         await database.aclose()
 
