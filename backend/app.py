@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from backend.api import (
     accounts,
     api_keys,
+    audit,
     auth,
     chat,
     conversations,
@@ -30,6 +31,7 @@ from backend.auth.principal import SingleUserAuthenticator
 from backend.auth.tokens import SECRET_KEY_FILE, AccessTokens, load_signing_keys
 from backend.config import AuthMode, Settings
 from backend.db.api_key_store import ApiKeyStore
+from backend.db.audit_store import AuditStore
 from backend.db.database import open_database
 from backend.db.migrate import upgrade
 from backend.db.refresh_token_store import RefreshTokenStore
@@ -41,6 +43,7 @@ from backend.logging import RequestContextMiddleware
 from backend.mcp.servers_file import ServerSpec, load_servers_file
 from backend.middleware import BodySizeLimitMiddleware, HostOriginGuardMiddleware, SecurityHeadersMiddleware
 from backend.services.api_key_service import ApiKeyService
+from backend.services.audit_log import AuditLog
 from backend.services.chat_service import ChatService
 from backend.services.conversation_service import ConversationService
 from backend.services.llm_provider import LLMNotConfiguredError, LLMProvider
@@ -93,15 +96,17 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
             )
             user_store, keys = UserStore(database), ApiKeyStore(database)
             refresh_tokens = RefreshTokenStore(database, settings.refresh_token_ttl_s)
-            sessions = _sessions(settings, user_store, refresh_tokens)
+            audit_log = AuditLog(AuditStore(database))
+            sessions = _sessions(settings, user_store, refresh_tokens, audit_log)
             yield AppState(
                 settings=settings,
                 mcp=mcp,
                 chat=chat,
                 conversations=conversations,
                 database=database,
-                users=UserService(user_store, refresh_tokens, keys),
-                api_keys=ApiKeyService(keys),
+                users=UserService(user_store, refresh_tokens, keys, audit_log),
+                api_keys=ApiKeyService(keys, audit_log),
+                audit=audit_log,
                 sessions=sessions,
                 authenticator=(
                     BearerAuthenticator(sessions, keys) if sessions is not None else SingleUserAuthenticator()
@@ -133,6 +138,7 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
         accounts.router,
         api_keys.router,
         users.router,
+        audit.router,
     )
     for router in protected:
         app.include_router(router, dependencies=[Depends(current_user)])
@@ -162,7 +168,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     return app
 
 
-def _sessions(settings: Settings, users: UserStore, refresh_tokens: RefreshTokenStore) -> SessionService | None:
+def _sessions(
+    settings: Settings, users: UserStore, refresh_tokens: RefreshTokenStore, audit: AuditLog
+) -> SessionService | None:
     """Sign-in sessions in multi-user mode, signing with the configured keys or the one kept in the data folder;
     None in single-user mode."""
     if settings.auth is not AuthMode.MULTI_USER:
@@ -170,7 +178,7 @@ def _sessions(settings: Settings, users: UserStore, refresh_tokens: RefreshToken
     configured = [key.get_secret_value() for key in settings.secret_keys]
     keys = load_signing_keys(configured, settings.data_dir / SECRET_KEY_FILE)
     access_tokens = AccessTokens(keys, settings.access_token_ttl_s)
-    return SessionService(users, refresh_tokens, access_tokens)
+    return SessionService(users, refresh_tokens, access_tokens, audit)
 
 
 def _provider(settings: Settings) -> LLMProvider | None:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from backend.app import create_app
 from backend.config import Settings, SettingsError, load_settings
 from backend.db.api_key_store import ApiKeyStore
+from backend.db.audit_store import AuditStore
 from backend.db.database import open_database
 from backend.db.migrate import current_revision, upgrade
 from backend.db.models import User, UserRole
@@ -27,6 +28,7 @@ from backend.db.user_store import UserStore
 from backend.errors import AppError
 from backend.logging import configure_logging
 from backend.mcp.servers_file import ServersFileError, load_servers_file
+from backend.services.audit_log import AuditLog
 from backend.services.server_check import ServerReport, check_servers
 from backend.services.user_service import UserService
 
@@ -104,7 +106,8 @@ async def _insert_user(settings: Settings, email: str, password: SecretStr, name
     try:
         await upgrade(database)
         refresh_tokens = RefreshTokenStore(database, settings.refresh_token_ttl_s)
-        users = UserService(UserStore(database), refresh_tokens, ApiKeyStore(database))
+        audit = AuditLog(AuditStore(database))
+        users = UserService(UserStore(database), refresh_tokens, ApiKeyStore(database), audit)
         return await users.create(email, password, name, role)
     finally:
         await database.aclose()

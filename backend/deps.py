@@ -14,6 +14,7 @@ from backend.config import Settings
 from backend.db.database import Database as DatabaseService
 from backend.errors import ForbiddenError, NotFoundError
 from backend.services.api_key_service import ApiKeyService
+from backend.services.audit_log import AuditLog
 from backend.services.chat_service import ChatService
 from backend.services.conversation_service import ConversationService
 from backend.services.mcp_service import McpService
@@ -30,6 +31,7 @@ class AppState(TypedDict):
     database: DatabaseService
     users: UserService
     api_keys: ApiKeyService
+    audit: AuditLog
     sessions: SessionService | None  # None in single-user mode: nobody signs in
     rate_limits: RateLimits
     authenticator: Authenticator
@@ -86,6 +88,7 @@ Database = Annotated[DatabaseService, Depends(_from_state("database"))]
 Mcp = Annotated[McpService, Depends(_from_state("mcp"))]
 Users = Annotated[UserService, Depends(_from_state("users"))]
 ApiKeys = Annotated[ApiKeyService, Depends(_from_state("api_keys"))]
+Audit = Annotated[AuditLog, Depends(_from_state("audit"))]
 
 
 class SignInDisabledError(NotFoundError):

@@ -56,13 +56,13 @@ async def refresh(
 ) -> TokenResponse:
     """Trade a refresh token for new tokens. Each refresh token works once; using one twice ends its session."""
     await _count_attempt(request, rates, settings, None)
-    return _tokens(await sessions.refresh(body.refresh_token))
+    return _tokens(await sessions.refresh(body.refresh_token, _address(request)))
 
 
 @router.post("/logout", status_code=204)
-async def sign_out(body: RefreshRequest, sessions: Sessions) -> Response:
+async def sign_out(body: RefreshRequest, request: Request, sessions: Sessions) -> Response:
     """End the session the refresh token belongs to (its access tokens expire on their own, within minutes)."""
-    await sessions.sign_out(body.refresh_token)
+    await sessions.sign_out(body.refresh_token, _address(request))
     return Response(status_code=204)
 
 
@@ -70,17 +70,20 @@ async def _sign_in(
     request: Request, sessions: SessionService, rates: RateLimits, settings: Settings, email: str, password: SecretStr
 ) -> TokenResponse:
     await _count_attempt(request, rates, settings, email)
-    return _tokens(await sessions.sign_in(email, password))
+    return _tokens(await sessions.sign_in(email, password, _address(request)))
 
 
 async def _count_attempt(request: Request, rates: RateLimits, settings: Settings, email: str | None) -> None:
     """Raises:
     RateLimitedError: too many attempts from this address, or for this account."""
-    # The socket's peer, or the client a trusted proxy names (MCPCHAT_TRUSTED_PROXIES; see create_app).
-    address = request.client.host if request.client is not None else ""
-    await rates.hit("auth-address", settings.rate_auth, address)
+    await rates.hit("auth-address", settings.rate_auth, _address(request) or "")
     if email is not None:
         await rates.hit("auth-account", settings.rate_auth, email.strip().lower())
+
+
+def _address(request: Request) -> str | None:
+    """The socket's peer, or the client a trusted proxy names (MCPCHAT_TRUSTED_PROXIES; see create_app)."""
+    return request.client.host if request.client is not None else None
 
 
 def _tokens(pair: TokenPair) -> TokenResponse:

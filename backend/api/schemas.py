@@ -187,3 +187,13 @@ class UserCreate(_Request):
 class UserUpdate(_Request):
     role: UserRole | None = None
     is_disabled: bool | None = None
+
+
+class AuditEventOut(BaseModel):
+    id: str
+    created_at: datetime
+    event: str
+    actor_id: str | None
+    subject_id: str | None
+    address: str | None
+    details: dict[str, JsonValue]

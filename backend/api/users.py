@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from backend.api.schemas import Page, UserCreate, UserOut, UserUpdate, paginate
 from backend.api.views import user_out
-from backend.deps import Cursor, Limit, Users, require_admin
+from backend.deps import CurrentUser, Cursor, Limit, Users, require_admin
 
 router = APIRouter(prefix="/v1/users", tags=["accounts"], dependencies=[Depends(require_admin)])
 
@@ -18,13 +18,13 @@ async def list_users(users: Users, limit: Limit = 100, cursor: Cursor = None) ->
 
 
 @router.post("", status_code=201)
-async def create_user(body: UserCreate, users: Users) -> UserOut:
+async def create_user(body: UserCreate, users: Users, admin: CurrentUser) -> UserOut:
     """An account that signs in with this email and password."""
-    return user_out(await users.create(body.email, body.password, body.name, body.role))
+    return user_out(await users.create(body.email, body.password, body.name, body.role, actor_id=admin.user_id))
 
 
 @router.patch("/{user_id}")
-async def update_user(user_id: str, body: UserUpdate, users: Users) -> UserOut:
+async def update_user(user_id: str, body: UserUpdate, users: Users, admin: CurrentUser) -> UserOut:
     """Change an account's role, or disable it (its sessions end and its API keys are revoked at once) or enable it.
     The last enabled admin cannot be demoted or disabled."""
-    return user_out(await users.update(user_id, body.role, body.is_disabled))
+    return user_out(await users.update(admin.user_id, user_id, body.role, body.is_disabled))

@@ -44,4 +44,5 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/v1/users"): ADMIN,
     ("POST", "/v1/users"): ADMIN,
     ("PATCH", "/v1/users/{user_id}"): ADMIN,
+    ("GET", "/v1/audit"): ADMIN,
 }

@@ -152,6 +152,22 @@ class ApiKey(Base):
     __table_args__ = (Index("ix_api_keys_user", "user_id", "created_at"),)
 
 
+class AuditEvent(Base):
+    """A security-relevant event (sign-ins, keys, role changes): who, what, to whom, from where. Never a secret."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(String(64))  # e.g. auth.sign_in.failed
+    actor_id: Mapped[str | None] = mapped_column(String(36))  # the account that acted, when known
+    subject_id: Mapped[str | None] = mapped_column(String(36))  # the account or key acted on
+    address: Mapped[str | None] = mapped_column(String(64))  # the client's address
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_audit_events_created", "created_at", "id"),)
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
 

@@ -8,11 +8,12 @@ from backend.auth.principal import AuthMethod, Principal, Scope
 from backend.db.api_key_store import ApiKeyStore
 from backend.db.models import ApiKey, utcnow
 from backend.errors import ForbiddenError, InvalidArgumentsError
+from backend.services.audit_log import AuditLog
 
 
 class ApiKeyService:
-    def __init__(self, store: ApiKeyStore) -> None:
-        self._store = store
+    def __init__(self, store: ApiKeyStore, audit: AuditLog) -> None:
+        self._store, self._audit = store, audit
 
     async def create(
         self, caller: Principal, name: str, scopes: list[Scope], expires_at: datetime | None
@@ -32,7 +33,9 @@ class ApiKeyService:
             raise InvalidArgumentsError(f"A key needs at least one scope of {', '.join(Scope)}.")
         if expires_at is not None and expires_at <= utcnow():
             raise InvalidArgumentsError("expires_at is in the past: give a time to come, or none.")
-        return await self._store.create(caller.user_id, name, sorted(set(scopes)), expires_at)
+        key, secret = await self._store.create(caller.user_id, name, sorted(set(scopes)), expires_at)
+        await self._audit.record("api_key.created", actor_id=caller.user_id, subject_id=key.id, scopes=key.scopes)
+        return key, secret
 
     async def list(self, caller: Principal) -> list[ApiKey]:
         return await self._store.list(caller.user_id)
@@ -41,3 +44,4 @@ class ApiKeyService:
         """Raises:
         ApiKeyNotFoundError: the caller has no such key."""
         await self._store.revoke(caller.user_id, key_id)
+        await self._audit.record("api_key.revoked", actor_id=caller.user_id, subject_id=key_id)

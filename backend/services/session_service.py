@@ -14,6 +14,7 @@ from backend.db.models import UserRole
 from backend.db.refresh_token_store import RefreshTokenStore, Rotation
 from backend.db.user_store import UserNotFoundError, UserStore
 from backend.errors import InvalidCredentialsError, InvalidTokenError
+from backend.services.audit_log import AuditLog
 
 log = structlog.get_logger(__name__)
 
@@ -28,30 +29,34 @@ class TokenPair:
 
 
 class SessionService:
-    def __init__(self, users: UserStore, refresh_tokens: RefreshTokenStore, access_tokens: AccessTokens) -> None:
-        self._users, self._refresh, self._access = users, refresh_tokens, access_tokens
+    def __init__(
+        self, users: UserStore, refresh_tokens: RefreshTokenStore, access_tokens: AccessTokens, audit: AuditLog
+    ) -> None:
+        self._users, self._refresh, self._access, self._audit = users, refresh_tokens, access_tokens, audit
 
-    async def sign_in(self, email: str, password: SecretStr) -> TokenPair:
+    async def sign_in(self, email: str, password: SecretStr, address: str | None = None) -> TokenPair:
         """A new session for the account with this email and password.
 
         Raises:
             InvalidCredentialsError: no such account, a wrong password, or a disabled account (one answer for all,
                 taking about as long).
         """
-        user = await self._users.find_by_email(email.strip().lower())
+        normalized = email.strip().lower()
+        user = await self._users.find_by_email(normalized)
         is_match = await verify_password(password, user.password_hash if user is not None else None)
         if user is None or not is_match or user.is_disabled:
-            log.info("auth.sign_in.failed", user_id=user.id if user is not None else None)
+            subject = user.id if user is not None else None
+            await self._audit.record("auth.sign_in.failed", subject_id=subject, address=address, email=normalized)
             raise InvalidCredentialsError(WRONG_CREDENTIALS)
         await self._users.record_login(user.id)
-        log.info("auth.sign_in.succeeded", user_id=user.id)
+        await self._audit.record("auth.sign_in.succeeded", actor_id=user.id, address=address)
         return TokenPair(
             access_token=self._access.issue(user.id, UserRole(user.role)),
             expires_in=self._access.ttl_s,
             refresh_token=await self._refresh.issue(user.id),
         )
 
-    async def refresh(self, refresh_token: SecretStr) -> TokenPair:
+    async def refresh(self, refresh_token: SecretStr, address: str | None = None) -> TokenPair:
         """The session's next tokens; the refresh token given is used up.
 
         Raises:
@@ -60,6 +65,7 @@ class SessionService:
         result = await self._refresh.rotate(refresh_token.get_secret_value())
         if result.outcome is Rotation.REUSED:
             log.warning("auth.refresh_token.reused", user_id=result.user_id)
+            await self._audit.record("auth.refresh_token.reused", subject_id=result.user_id, address=address)
         if result.outcome is not Rotation.ROTATED or result.user_id is None or result.token is None:
             raise InvalidTokenError("The refresh token is not valid; sign in again.")
         principal = await self._principal_of(result.user_id)
@@ -69,11 +75,11 @@ class SessionService:
             refresh_token=result.token,
         )
 
-    async def sign_out(self, refresh_token: SecretStr) -> None:
+    async def sign_out(self, refresh_token: SecretStr, address: str | None = None) -> None:
         """End the session the refresh token belongs to (nothing happens for one not known)."""
         user_id = await self._refresh.revoke_session(refresh_token.get_secret_value())
         if user_id is not None:
-            log.info("auth.signed_out", user_id=user_id)
+            await self._audit.record("auth.signed_out", actor_id=user_id, address=address)
 
     async def authenticate(self, access_token: str) -> Principal:
         """The caller an access token stands for, as the account is now (its role, and whether it is disabled).

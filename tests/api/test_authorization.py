@@ -78,6 +78,7 @@ PROTECTED: dict[tuple[str, str], Case] = {
     ("GET", "/v1/users"): Case(ADMIN, is_admin_only=True),
     ("POST", "/v1/users"): Case(ADMIN, json={"password": "correct horse battery staple"}, is_admin_only=True),
     ("PATCH", "/v1/users/{user_id}"): Case(ADMIN, json={"role": "member"}, is_admin_only=True),
+    ("GET", "/v1/audit"): Case(ADMIN, is_admin_only=True),
 }
 NAMES = {"/v1/tools/{name}": "calculator__add", "/v1/servers/{name}": "calculator", "/v1/prompts/{name}": "test__greet"}
 

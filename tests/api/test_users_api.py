@@ -94,3 +94,35 @@ async def test_the_last_enabled_admin_cannot_be_demoted_or_disabled(
         refused = await multi_user_app.http.patch(f"/v1/users/{me['id']}", json=change, headers=admin)
         assert (refused.status_code, refused.json()["type"]) == (409, "/problems/last-admin")
     assert (await multi_user_app.http.get("/v1/users", headers=admin)).status_code == 200
+
+
+async def test_the_audit_log_records_who_did_what_from_where_and_no_secret(
+    multi_user_app: RunningApp, admin: dict[str, str]
+) -> None:
+    http = multi_user_app.http
+    bob = (await http.post("/v1/users", json={"email": "bob@example.com", "password": PASSWORD}, headers=admin)).json()
+    await http.post("/v1/auth/login", json={"email": "bob@example.com", "password": "wrong password!"})
+    tokens = await _sign_in(http, "bob@example.com")
+    key = (await http.post("/v1/api-keys", json={"name": "ci", "scopes": ["read"]}, headers=_bearer(tokens))).json()
+    await http.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    await http.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})  # reused
+    await http.patch(f"/v1/users/{bob['id']}", json={"role": "admin"}, headers=admin)
+    await http.patch(f"/v1/users/{bob['id']}", json={"is_disabled": True}, headers=admin)
+    me = (await http.get("/v1/me", headers=admin)).json()
+    page = await http.get("/v1/audit", params={"limit": 100}, headers=admin)
+    assert page.status_code == 200, page.text
+    events = [(e["event"], e["actor_id"], e["subject_id"]) for e in reversed(page.json()["items"])]
+    assert [event for event in events if me["id"] not in (event[1], event[2]) or event[2] == bob["id"]] == [
+        ("user.created", me["id"], bob["id"]),
+        ("auth.sign_in.failed", None, bob["id"]),
+        ("auth.sign_in.succeeded", bob["id"], None),
+        ("api_key.created", bob["id"], key["id"]),
+        ("auth.refresh_token.reused", None, bob["id"]),
+        ("user.role_changed", me["id"], bob["id"]),
+        ("user.disabled", me["id"], bob["id"]),
+    ]
+    failed = next(e for e in page.json()["items"] if e["event"] == "auth.sign_in.failed")
+    assert (failed["address"], failed["details"]) == ("127.0.0.1", {"email": "bob@example.com"})
+    for secret in (PASSWORD, "wrong password!", tokens["refresh_token"], tokens["access_token"], key["key"]):
+        assert secret not in page.text
+    assert (await http.get("/v1/audit", headers=_bearer(tokens))).status_code == 401  # disabled by now

@@ -22,7 +22,7 @@ from backend.db.user_store import UserStore
 from backend.errors import BadRequestError
 from tests.support.services import POSTGRES_URL_VAR, service_url
 
-TABLES = {"users", "refresh_tokens", "api_keys", "conversations", "turns", "messages", "tool_calls"}
+TABLES = {"users", "refresh_tokens", "api_keys", "audit_events", "conversations", "turns", "messages", "tool_calls"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -75,7 +75,7 @@ async def test_migrations_leave_exactly_the_schema_the_models_describe(database:
     assert await _schema_differences(database) == []
 
 
-@pytest.mark.parametrize("revision", ["0002", "0003", "0004", "0005", "0006"])
+@pytest.mark.parametrize("revision", ["0002", "0003", "0004", "0005", "0006", "0007"])
 async def test_upgrade_migrates_a_database_at_an_older_revision(database: Database, revision: str) -> None:
     await migrate(database, revision)
     await upgrade(database)

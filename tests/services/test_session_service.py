@@ -14,12 +14,14 @@ from sqlalchemy import update
 from backend.auth.principal import AuthMethod
 from backend.auth.tokens import AccessTokens, SigningKey
 from backend.db.api_key_store import ApiKeyStore
+from backend.db.audit_store import AuditStore
 from backend.db.database import Database, open_database
 from backend.db.migrate import upgrade
 from backend.db.models import OWNER_ID, User, UserRole
 from backend.db.refresh_token_store import RefreshTokenStore
 from backend.db.user_store import UserStore
 from backend.errors import InvalidCredentialsError, InvalidTokenError
+from backend.services.audit_log import AuditLog
 from backend.services.session_service import SessionService
 from backend.services.user_service import SignUpClosedError, UserService
 
@@ -41,8 +43,9 @@ async def accounts(tmp_path: Path) -> AsyncIterator[Accounts]:
     tokens = AccessTokens([SigningKey.of(b"k" * 32)], ttl_s=900)
     try:
         refresh_tokens = RefreshTokenStore(database, 3600)
-        users = UserService(store, refresh_tokens, ApiKeyStore(database))
-        yield Accounts(database, users, SessionService(store, refresh_tokens, tokens))
+        audit = AuditLog(AuditStore(database))
+        users = UserService(store, refresh_tokens, ApiKeyStore(database), audit)
+        yield Accounts(database, users, SessionService(store, refresh_tokens, tokens, audit))
     finally:
         await database.aclose()
 

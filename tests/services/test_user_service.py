@@ -10,11 +10,13 @@ from pydantic import SecretStr
 
 from backend.auth.passwords import InvalidPasswordError
 from backend.db.api_key_store import ApiKeyStore
+from backend.db.audit_store import AuditStore
 from backend.db.database import open_database
 from backend.db.migrate import upgrade
 from backend.db.models import OWNER_ID, UserRole
 from backend.db.refresh_token_store import RefreshTokenStore
 from backend.db.user_store import EmailTakenError, UserStore
+from backend.services.audit_log import AuditLog
 from backend.services.user_service import InvalidEmailError, UserService
 
 PASSWORD = SecretStr("correct horse battery staple")
@@ -25,7 +27,8 @@ async def users(tmp_path: Path) -> AsyncIterator[UserService]:
     database = open_database(f"sqlite:///{tmp_path / 'users.db'}")
     await upgrade(database)
     try:
-        yield UserService(UserStore(database), RefreshTokenStore(database, 3600), ApiKeyStore(database))
+        audit = AuditLog(AuditStore(database))
+        yield UserService(UserStore(database), RefreshTokenStore(database, 3600), ApiKeyStore(database), audit)
     finally:
         await database.aclose()
 
