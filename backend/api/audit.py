@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from backend.api.schemas import AuditEventOut, Page
+from backend.api.views import audit_event_out
 from backend.deps import Audit, Cursor, require_admin
 
 router = APIRouter(prefix="/v1/audit", tags=["accounts"], dependencies=[Depends(require_admin)])
@@ -19,16 +20,4 @@ async def list_audit_events(audit: Audit, limit: AuditLimit = 100, cursor: Curso
     """Sign-ins and their failures, sign-outs, refresh-token reuse, API keys made and revoked, accounts made, role
     changes, accounts disabled and enabled: who, to whom, from where. Never a secret."""
     rows, next_cursor = await audit.page(limit, cursor)
-    items = [
-        AuditEventOut(
-            id=row.id,
-            created_at=row.created_at,
-            event=row.event,
-            actor_id=row.actor_id,
-            subject_id=row.subject_id,
-            address=row.address,
-            details=row.details,
-        )
-        for row in rows
-    ]
-    return Page[AuditEventOut](items=items, next_cursor=next_cursor)
+    return Page[AuditEventOut](items=[audit_event_out(row) for row in rows], next_cursor=next_cursor)

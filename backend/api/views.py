@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend.api.schemas import ApiKeyOut, ConversationOut, MessageOut, ToolCallOut, UserOut
-from backend.db.models import ApiKey, Conversation, Message, ToolCall, User
+from backend.api.schemas import ApiKeyOut, AuditEventOut, ConversationOut, MessageOut, ToolCallOut, UserOut
+from backend.db.models import ApiKey, AuditEvent, Conversation, Message, ToolCall, User
 from backend.db.records import MessageRecord, ToolCallRecord
 from backend.services import tool_arguments
 
@@ -64,4 +64,16 @@ def api_key_out(key: ApiKey) -> ApiKeyOut:
         created_at=key.created_at,
         expires_at=key.expires_at,
         last_used_at=key.last_used_at,
+    )
+
+
+def audit_event_out(event: AuditEvent) -> AuditEventOut:
+    return AuditEventOut(
+        id=event.id,
+        created_at=event.created_at,
+        event=event.event,
+        actor_id=event.actor_id,
+        subject_id=event.subject_id,
+        address=event.address,
+        details=event.details,
     )
