@@ -34,6 +34,7 @@ from backend.services.openai_service import OpenAIProvider
 from backend.services.rate_limits import RateLimits
 from backend.services.session_service import SessionService
 from backend.services.tokens import load_token_counter
+from backend.services.usage_limits import UsageLimits
 from backend.services.user_service import UserService
 
 log = structlog.get_logger(__name__)
@@ -62,7 +63,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
             if provider is not None:
                 stack.push_async_callback(provider.aclose)
             tokens = await load_token_counter(settings.model)
-            chat = ChatService(store, mcp, provider, settings, tokens)
+            rate_limits = RateLimits()
+            usage = UsageLimits(rate_limits, settings.chat_rate, settings.tools_rate)
+            chat = ChatService(store, mcp, provider, settings, tokens, usage)
             conversations = ConversationService(store, chat.running)
             # The running services, for code that embeds the app (tests, benchmarks).
             app.state.mcp, app.state.chat = mcp, chat
@@ -87,7 +90,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 users=UserService(users),
                 sessions=sessions,
                 authenticator=BearerAuthenticator(sessions) if sessions is not None else SingleUserAuthenticator(),
-                rate_limits=RateLimits(),
+                rate_limits=rate_limits,
+                usage=usage,
                 watchers=watchers,
             )
             log.info("app.stopping")

@@ -18,6 +18,7 @@ from backend.services.conversation_service import ConversationService
 from backend.services.mcp_service import McpService
 from backend.services.rate_limits import RateLimits
 from backend.services.session_service import SessionService
+from backend.services.usage_limits import UsageLimits
 from backend.services.user_service import UserService
 
 
@@ -30,6 +31,7 @@ class AppState(TypedDict):
     users: UserService
     sessions: SessionService | None  # None in single-user mode: nobody signs in
     rate_limits: RateLimits
+    usage: UsageLimits
     authenticator: Authenticator
     watchers: TaskGroup  # watches requests for their client's disconnect
 
@@ -76,6 +78,7 @@ Chat = Annotated[ChatService, Depends(_from_state("chat"))]
 Conversations = Annotated[ConversationService, Depends(_from_state("conversations"))]
 Database = Annotated[DatabaseService, Depends(_from_state("database"))]
 Mcp = Annotated[McpService, Depends(_from_state("mcp"))]
+Usage = Annotated[UsageLimits, Depends(_from_state("usage"))]
 Users = Annotated[UserService, Depends(_from_state("users"))]
 
 

@@ -107,7 +107,13 @@ def test_a_short_secret_key_is_refused_without_showing_any_key(monkeypatch: pyte
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("MCPCHAT_RATE_AUTH", "ten a minute"), ("MCPCHAT_TRUSTED_PROXIES", "proxy")]
+    ("variable", "value"),
+    [
+        ("MCPCHAT_RATE_AUTH", "ten a minute"),
+        ("MCPCHAT_RATE_CHAT", "sixty a minute"),
+        ("MCPCHAT_RATE_TOOLS", "/minute"),
+        ("MCPCHAT_TRUSTED_PROXIES", "proxy"),
+    ],
 )
 def test_a_bad_rate_or_proxy_address_is_refused_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
@@ -115,6 +121,25 @@ def test_a_bad_rate_or_proxy_address_is_refused_naming_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("auth", "variables", "limits"),
+    [
+        ("multi-user", {}, ("60/minute", "120/minute")),
+        ("single-user", {}, (None, None)),
+        ("single-user", {"MCPCHAT_RATE_CHAT": "5/second", "MCPCHAT_RATE_TOOLS": "1/hour"}, ("5/second", "1/hour")),
+        ("multi-user", {"MCPCHAT_RATE_CHAT": "2/minute;30/hour"}, ("2/minute;30/hour", "120/minute")),
+    ],
+)
+def test_usage_limits_default_on_in_multi_user_mode_and_off_in_single_user_mode_unless_set(
+    monkeypatch: pytest.MonkeyPatch, auth: str, variables: dict[str, str], limits: tuple[str | None, ...]
+) -> None:
+    monkeypatch.setenv("MCPCHAT_AUTH", auth)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.chat_rate, settings.tools_rate) == limits
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "chat.example", "128.0.0.1"])

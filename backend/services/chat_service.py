@@ -21,6 +21,7 @@ import anyio
 import structlog
 from anyio import CancelScope
 
+from backend.auth.principal import Principal
 from backend.config import Settings
 from backend.db.models import ToolCallStatus, TurnStatus, new_id
 from backend.db.records import MessageRecord, ToolCallRecord, TurnRecord
@@ -54,6 +55,7 @@ from backend.services.mcp_service import McpService
 from backend.services.openai_service import NOT_CONFIGURED_DETAIL
 from backend.services.tokens import TokenCounter
 from backend.services.tool_results import error_for_model, stored_result, text_for_model
+from backend.services.usage_limits import UsageLimits
 
 log = structlog.get_logger(__name__)
 
@@ -145,9 +147,10 @@ class ChatService:
         provider: LLMProvider | None,
         settings: Settings,
         tokens: TokenCounter,
+        usage: UsageLimits,
     ) -> None:
         self._store, self._mcp, self._provider = store, mcp, provider
-        self._settings, self._tokens = settings, tokens
+        self._settings, self._tokens, self._usage = settings, tokens, usage
         self.running = RunningTurns()
         self._history = HistoryCache()
         self._tools: tuple[list[ToolInfo], tuple[ToolDefinition, ...]] = ([], ())
@@ -168,24 +171,26 @@ class ChatService:
             raise LLMNotConfiguredError(NOT_CONFIGURED_DETAIL)
         return self._provider
 
-    async def run_turn(self, user_id: str, conversation_id: str, content: str, emit: Emit | None = None) -> TurnOutcome:
+    async def run_turn(
+        self, user: Principal, conversation_id: str, content: str, emit: Emit | None = None
+    ) -> TurnOutcome:
         """Answer one user message, storing everything as it happens. `emit` watches the turn (SSE); without
         a watcher the model's answers are asked for whole, not streamed.
 
         Raises:
-            MessageTooLongError, LLMNotConfiguredError: before anything is stored.
+            MessageTooLongError, LLMNotConfiguredError, RateLimitedError: before anything is stored or sent.
             ConversationNotFoundError: the user has no such conversation.
             LLMError: the model failed; the user message and the turn's work so far are stored.
         """
-        return await self._run_turn(user_id, conversation_id, content, emit)
+        return await self._run_turn(user, conversation_id, content, emit)
 
-    async def run_legacy_turn(self, user_id: str, content: str) -> TurnOutcome:
+    async def run_legacy_turn(self, user: Principal, content: str) -> TurnOutcome:
         """`run_turn` in the user's legacy API conversation (found, or created, in the turn's first transaction).
 
         Raises:
-            MessageTooLongError, LLMNotConfiguredError, LLMError: as `run_turn`.
+            MessageTooLongError, LLMNotConfiguredError, RateLimitedError, LLMError: as `run_turn`.
         """
-        return await self._run_turn(user_id, None, content, None)
+        return await self._run_turn(user, None, content, None)
 
     async def cancel_turns(self, user_id: str, conversation_id: str) -> int:
         """Cancel every running turn of one of the user's conversations; how many there were.
@@ -197,16 +202,17 @@ class ChatService:
         return self.running.cancel(conversation_id)
 
     async def _run_turn(
-        self, user_id: str, conversation_id: str | None, content: str, emit: Emit | None
+        self, user: Principal, conversation_id: str | None, content: str, emit: Emit | None
     ) -> TurnOutcome:
         provider = self.check_ready(content)
+        await self._usage.count_chat_turn(user)
         tokens = self._tokens.message(content)
         # Shielded: a cancel that lands while the turn's row is being written (a client gone, a commit in flight
         # on PostgreSQL) must not leave a stored turn that nothing settles. It is delivered at the next await,
         # inside the `try` below.
         with CancelScope(shield=True):
             started = await self._store.start_turn(
-                user_id, conversation_id, content, self._context_budget(tokens), known=self._history.known()
+                user.user_id, conversation_id, content, self._context_budget(tokens), known=self._history.known()
             )
         turn = started.turn
         state = _TurnState(turn=turn, user_message=started.user_message, tokens=tokens, is_streamed=emit is not None)

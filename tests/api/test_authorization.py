@@ -14,11 +14,11 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from backend.app import create_app
 from tests.conftest import both_servers
+from tests.support.accounts import sign_up_and_in
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.specs import chat_settings, make_settings
 
-PASSWORD = "correct horse battery staple"
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -87,15 +87,6 @@ async def team(tmp_path: Path, marker_dir: Path, fake_llm: FakeOpenAI) -> AsyncI
         await app.wait_ready("calculator", "test")
         tokens = [await sign_up_and_in(app.http, f"{who}@example.com") for who in ("admin", "owner", "stranger")]
         yield Team(app, *tokens)
-
-
-async def sign_up_and_in(http: httpx.AsyncClient, email: str) -> str:
-    created = await http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
-    assert created.status_code == 201, created.text
-    signed_in = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert signed_in.status_code == 200, signed_in.text
-    token: str = signed_in.json()["access_token"]
-    return token
 
 
 def test_the_matrix_has_a_row_for_every_route_of_the_app_and_nothing_else(tmp_path: Path) -> None:
