@@ -21,6 +21,7 @@ _DATABASE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postg
 # Usage limits in multi-user mode when unset; single-user mode has none unless set (its one owner is not an abuser).
 MULTI_USER_RATE_CHAT = "60/minute"
 MULTI_USER_RATE_TOOLS = "120/minute"
+MULTI_USER_MAX_RUNNING_TURNS = 4
 _Limit = TypeVar("_Limit", str, int)  # a usage limit: a rate string, or a count
 
 
@@ -102,9 +103,12 @@ class Settings(BaseSettings):
     # Sign-in, sign-up and refresh attempts per client address and per account (a `limits` rate string).
     rate_auth: str = Field(default="10/minute", validation_alias="MCPCHAT_RATE_AUTH")
     # Chat turns, and direct tool calls, prompt gets and resource reads, per user and per API key (`limits` rate
-    # strings). None: the mode's default (see `chat_rate` and `tools_rate`).
+    # strings), and turns running at once per user. None: the mode's default (see `chat_rate` and the others).
     rate_chat: str | None = Field(default=None, validation_alias="MCPCHAT_RATE_CHAT")
     rate_tools: str | None = Field(default=None, validation_alias="MCPCHAT_RATE_TOOLS")
+    max_running_turns_per_user: int | None = Field(
+        default=None, ge=1, validation_alias="MCPCHAT_MAX_RUNNING_TURNS_PER_USER"
+    )
     # Proxies whose X-Forwarded-For names the client (addresses or networks); nobody else's is believed.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MCPCHAT_TRUSTED_PROXIES"
@@ -203,6 +207,11 @@ class Settings(BaseSettings):
         """Direct tool calls, prompt gets and resource reads per user and per API key: MCPCHAT_RATE_TOOLS, else
         120/minute in multi-user mode, else none."""
         return self._usage_limit(self.rate_tools, MULTI_USER_RATE_TOOLS)
+
+    @property
+    def running_turns_limit(self) -> int | None:
+        """Turns one user may run at once: MCPCHAT_MAX_RUNNING_TURNS_PER_USER, else 4 in multi-user mode, else none."""
+        return self._usage_limit(self.max_running_turns_per_user, MULTI_USER_MAX_RUNNING_TURNS)
 
     def _usage_limit(self, configured: _Limit | None, multi_user_default: _Limit) -> _Limit | None:
         if configured is not None:

@@ -112,6 +112,7 @@ def test_a_short_secret_key_is_refused_without_showing_any_key(monkeypatch: pyte
         ("MCPCHAT_RATE_AUTH", "ten a minute"),
         ("MCPCHAT_RATE_CHAT", "sixty a minute"),
         ("MCPCHAT_RATE_TOOLS", "/minute"),
+        ("MCPCHAT_MAX_RUNNING_TURNS_PER_USER", "0"),
         ("MCPCHAT_TRUSTED_PROXIES", "proxy"),
     ],
 )
@@ -126,20 +127,28 @@ def test_a_bad_rate_or_proxy_address_is_refused_naming_the_variable(
 @pytest.mark.parametrize(
     ("auth", "variables", "limits"),
     [
-        ("multi-user", {}, ("60/minute", "120/minute")),
-        ("single-user", {}, (None, None)),
-        ("single-user", {"MCPCHAT_RATE_CHAT": "5/second", "MCPCHAT_RATE_TOOLS": "1/hour"}, ("5/second", "1/hour")),
-        ("multi-user", {"MCPCHAT_RATE_CHAT": "2/minute;30/hour"}, ("2/minute;30/hour", "120/minute")),
+        ("multi-user", {}, ("60/minute", "120/minute", 4)),
+        ("single-user", {}, (None, None, None)),
+        (
+            "single-user",
+            {
+                "MCPCHAT_RATE_CHAT": "5/second",
+                "MCPCHAT_RATE_TOOLS": "1/hour",
+                "MCPCHAT_MAX_RUNNING_TURNS_PER_USER": "9",
+            },
+            ("5/second", "1/hour", 9),
+        ),
+        ("multi-user", {"MCPCHAT_RATE_CHAT": "2/minute;30/hour"}, ("2/minute;30/hour", "120/minute", 4)),
     ],
 )
 def test_usage_limits_default_on_in_multi_user_mode_and_off_in_single_user_mode_unless_set(
-    monkeypatch: pytest.MonkeyPatch, auth: str, variables: dict[str, str], limits: tuple[str | None, ...]
+    monkeypatch: pytest.MonkeyPatch, auth: str, variables: dict[str, str], limits: tuple[str | int | None, ...]
 ) -> None:
     monkeypatch.setenv("MCPCHAT_AUTH", auth)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    assert (settings.chat_rate, settings.tools_rate) == limits
+    assert (settings.chat_rate, settings.tools_rate, settings.running_turns_limit) == limits
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "chat.example", "128.0.0.1"])

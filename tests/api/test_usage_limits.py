@@ -1,5 +1,6 @@
-"""Usage limits over HTTP: chat turns and tool calls per user (MCPCHAT_RATE_CHAT, MCPCHAT_RATE_TOOLS), on by default
-in multi-user mode and off in single-user mode unless set; a refused request reaches neither model nor server."""
+"""Usage limits over HTTP: chat turns and tool calls per user (MCPCHAT_RATE_CHAT, MCPCHAT_RATE_TOOLS) and turns
+running at once per user (MCPCHAT_MAX_RUNNING_TURNS_PER_USER), on by default in multi-user mode and off in
+single-user mode unless set; a refused request reaches neither model nor server, and stores nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -17,6 +19,7 @@ from tests.support.app_runner import WAIT_S, RunningApp, all_messages, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.problems import assert_problem
 from tests.support.specs import calculator_spec, chat_settings, make_settings, testserver_spec
+from tests.support.waiting import wait_until
 
 TURN_ROUTES = ["json", "sse", "legacy"]
 
@@ -143,3 +146,68 @@ async def test_single_user_mode_limits_chat_turns_when_the_rate_is_set(tmp_path:
         assert (await send_turn(app.http, "json", conversation_id, "one")).status_code == 200
         refused = await send_turn(app.http, "json", conversation_id, "two")
     assert_rate_limited(refused, "chat-user", 1, "chat turns by this user")
+
+
+async def test_a_users_fifth_running_turn_gets_429_while_others_start_and_a_cancelled_turn_frees_its_place(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.responder = lambda _request: Reply(hang=True)
+    async with (
+        run_app(multi_user_chat_settings(tmp_path, fake_llm), []) as app,
+        member(app, "ada@example.com") as ada,
+        member(app, "bob@example.com") as bob,
+        anyio.create_task_group() as turns,
+    ):
+        conversations = [await new_conversation(ada) for _ in range(4)]
+        for route, conversation_id in zip(["json", "json", "sse", "legacy"], conversations, strict=True):
+            turns.start_soon(send_turn, ada, route, conversation_id, "wait")
+        await wait_until(lambda: len(fake_llm.requests) == 4)  # the multi-user default: 4 running turns a user
+        spare = await new_conversation(ada)
+        for route in TURN_ROUTES:
+            with anyio.fail_after(5):
+                refused = await send_turn(ada, route, spare, "a fifth")
+            assert_problem(refused, 429, "/problems/too-many-running-turns", "You have 4 turns running")
+        assert await user_messages(ada, "json", spare) == []
+        assert len(fake_llm.requests) == 4
+        turns.start_soon(send_turn, bob, "json", await new_conversation(bob), "mine")
+        await wait_until(lambda: len(fake_llm.requests) == 5)
+        assert (await ada.post(f"/v1/conversations/{conversations[0]}/cancel")).json() == {"cancelled_turns": 1}
+        await wait_until(lambda: app.chat.running.count() == 4)
+        turns.start_soon(send_turn, ada, "json", spare, "there is room now")
+        await wait_until(lambda: len(fake_llm.requests) == 6)
+        turns.cancel_scope.cancel()  # the clients leave: their turns are cancelled
+
+
+@pytest.mark.parametrize("ending", ["completed", "failed", "cancelled", "client gone"])
+async def test_a_turn_frees_its_running_place_however_it_ends(
+    tmp_path: Path, fake_llm: FakeOpenAI, ending: str
+) -> None:
+    settings = chat_settings(tmp_path, fake_llm, max_running_turns_per_user=1)  # set: it applies in single-user mode
+    async with run_app(settings, []) as app:
+        first, second = await app.new_conversation(), await app.new_conversation()
+        if ending in ("completed", "failed"):
+            fake_llm.script(Reply.say("done") if ending == "completed" else Reply.error(400))
+            await send_turn(app.http, "json", first, "one")
+        else:
+            fake_llm.script(Reply(hang=True))
+            async with anyio.create_task_group() as turn:
+                turn.start_soon(send_turn, app.http, "json", first, "one")
+                await wait_until(lambda: len(fake_llm.requests) == 1)
+                assert (await send_turn(app.http, "json", second, "two")).status_code == 429
+                if ending == "cancelled":
+                    await app.http.post(f"/v1/conversations/{first}/cancel")
+                else:
+                    turn.cancel_scope.cancel()  # closes the connection mid-turn
+        await wait_until(lambda: app.chat.running.count() == 0)
+        fake_llm.script(Reply.say("again"))
+        again = await send_turn(app.http, "json", second, "two")
+        assert again.status_code == 200, again.text
+
+
+async def test_single_user_mode_caps_no_running_turns_unless_set(chat_app: RunningApp, fake_llm: FakeOpenAI) -> None:
+    fake_llm.responder = lambda _request: Reply(hang=True)
+    async with anyio.create_task_group() as turns:
+        for _ in range(5):  # one more than multi-user mode's default
+            turns.start_soon(send_turn, chat_app.http, "json", await chat_app.new_conversation(), "wait")
+        await wait_until(lambda: len(fake_llm.requests) == 5)
+        turns.cancel_scope.cancel()
