@@ -15,6 +15,7 @@ from backend.api import accounts, auth, chat, conversations, health, prompts, re
 from backend.auth.bearer import BearerAuthenticator
 from backend.auth.principal import SingleUserAuthenticator
 from backend.auth.tokens import SECRET_KEY_FILE, AccessTokens, load_signing_keys
+from backend.clients.counter_store import open_counter_store
 from backend.config import AuthMode, Settings
 from backend.db.database import Database, open_database
 from backend.db.migrate import upgrade
@@ -41,7 +42,8 @@ log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) -> FastAPI:
-    """Build the app. The servers file is read here, so a broken one stops start-up with its message.
+    """Build the app. The servers file is read here, so a broken one stops start-up with its message; so does an
+    unreachable Redis (MCPCHAT_REDIS_URL) in the lifespan.
 
     Raises:
         ServersFileError: the servers file cannot be used.
@@ -51,6 +53,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            # First: an unreachable Redis stops start-up before any server process is spawned.
+            redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+            rate_limits = RateLimits(await stack.enter_async_context(open_counter_store(redis_url)))
             database = open_database(settings.database_url)
             stack.push_async_callback(database.aclose)
             await upgrade(database)
@@ -63,7 +68,6 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
             if provider is not None:
                 stack.push_async_callback(provider.aclose)
             tokens = await load_token_counter(settings.model)
-            rate_limits = RateLimits()
             usage = UsageLimits(rate_limits, settings.chat_rate, settings.tools_rate)
             chat = ChatService(store, mcp, provider, settings, tokens, usage)
             conversations = ConversationService(store, chat.running)

@@ -7,6 +7,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -18,6 +19,7 @@ DEV_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
 ENV_FILE_VARIABLE = "MCPCHAT_ENV_FILE"
 MIN_SECRET_KEY_CHARS = 32  # an HS256 key has at least 256 bits (RFC 7518 section 3.2)
 _DATABASE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")
+_REDIS_SCHEMES = ("redis://", "rediss://")
 # Usage limits in multi-user mode when unset; single-user mode has none unless set (its one owner is not an abuser).
 MULTI_USER_RATE_CHAT = "60/minute"
 MULTI_USER_RATE_TOOLS = "120/minute"
@@ -109,6 +111,8 @@ class Settings(BaseSettings):
     max_running_turns_per_user: int | None = Field(
         default=None, ge=1, validation_alias="MCPCHAT_MAX_RUNNING_TURNS_PER_USER"
     )
+    # Where rate-limit counters live, shared by every replica; None: this process's memory. It may hold a password.
+    redis_url: SecretStr | None = Field(default=None, validation_alias="MCPCHAT_REDIS_URL", repr=False)
     # Proxies whose X-Forwarded-For names the client (addresses or networks); nobody else's is believed.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MCPCHAT_TRUSTED_PROXIES"
@@ -154,6 +158,18 @@ class Settings(BaseSettings):
             parse_many(value)
         except ValueError as exc:
             raise ValueError("is not a rate such as 10/minute or 100/hour;5/second") from exc
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _is_redis_url(value.get_secret_value()):
+            raise ValueError("is not a Redis URL: redis://[:password@]host[:port][/db number], or rediss:// for TLS")
         return value
 
     @field_validator("trusted_proxies")
@@ -276,6 +292,16 @@ def _is_ip_address(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_redis_url(text: str) -> bool:
+    url = urlsplit(text)
+    try:
+        url.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return False
+    database = url.path.removeprefix("/")
+    return text.startswith(_REDIS_SCHEMES) and bool(url.hostname) and (database == "" or database.isdigit())
 
 
 def _is_in_memory_sqlite(url: str) -> bool:

@@ -151,6 +151,35 @@ def test_usage_limits_default_on_in_multi_user_mode_and_off_in_single_user_mode_
     assert (settings.chat_rate, settings.tools_rate, settings.running_turns_limit) == limits
 
 
+@pytest.mark.parametrize(
+    "url", ["http://:hunter2@cache:6379", "redis://:hunter2@cache:port", "redis://:hunter2@cache/db", "redis:///0"]
+)
+def test_a_bad_redis_url_is_refused_naming_the_variable_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("MCPCHAT_REDIS_URL", url)
+    with pytest.raises(SettingsError, match=r"MCPCHAT_REDIS_URL: .*is not a Redis URL") as refused:
+        load_settings()
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("", None),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("rediss://:pw@cache", "rediss://:pw@cache"),
+    ],
+)
+def test_a_redis_url_is_read_as_a_secret_and_empty_means_unset(
+    monkeypatch: pytest.MonkeyPatch, value: str, url: str | None
+) -> None:
+    monkeypatch.setenv("MCPCHAT_REDIS_URL", value)
+    settings = load_settings()
+    assert (settings.redis_url.get_secret_value() if settings.redis_url else None) == url
+    assert "pw@" not in repr(settings)
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "chat.example", "128.0.0.1"])
 def test_single_user_settings_refuse_a_host_when_it_is_not_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
     monkeypatch.setenv("MCPCHAT_HOST", host)

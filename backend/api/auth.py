@@ -75,7 +75,8 @@ async def _sign_in(
 
 async def _count_attempt(request: Request, rates: RateLimits, settings: Settings, email: str | None) -> None:
     """Raises:
-    RateLimitedError: too many attempts from this address, or for this account."""
+    RateLimitedError: too many attempts from this address, or for this account.
+    RateLimitsUnavailableError: the counters' store (Redis) did not answer."""
     # The socket's peer, or the client a trusted proxy names (MCPCHAT_TRUSTED_PROXIES; see create_app).
     address = request.client.host if request.client is not None else ""
     await rates.hit("auth-address", settings.rate_auth, address)

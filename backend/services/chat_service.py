@@ -204,8 +204,8 @@ class ChatService:
         a watcher the model's answers are asked for whole, not streamed.
 
         Raises:
-            MessageTooLongError, LLMNotConfiguredError, RateLimitedError, TooManyRunningTurnsError: before
-                anything is stored or sent.
+            MessageTooLongError, LLMNotConfiguredError, RateLimitedError, RateLimitsUnavailableError,
+                TooManyRunningTurnsError: before anything is stored or sent.
             ConversationNotFoundError: the user has no such conversation.
             LLMError: the model failed; the user message and the turn's work so far are stored.
         """

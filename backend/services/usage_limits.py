@@ -18,6 +18,7 @@ class UsageLimits:
 
         Raises:
             RateLimitedError: the caller's user, or API key, is over the chat rate.
+            RateLimitsUnavailableError: the counters' store (Redis) did not answer.
         """
         if self._chat_rate is not None:
             await self._count("chat", self._chat_rate, caller, "chat turns")
@@ -27,6 +28,7 @@ class UsageLimits:
 
         Raises:
             RateLimitedError: the caller's user, or API key, is over the tools rate.
+            RateLimitsUnavailableError: the counters' store (Redis) did not answer.
         """
         if self._tools_rate is not None:
             await self._count("tools", self._tools_rate, caller, "tool calls, prompt gets and resource reads")

@@ -1,6 +1,7 @@
 """Usage limits over HTTP: chat turns and tool calls per user (MCPCHAT_RATE_CHAT, MCPCHAT_RATE_TOOLS) and turns
 running at once per user (MCPCHAT_MAX_RUNNING_TURNS_PER_USER), on by default in multi-user mode and off in
-single-user mode unless set; a refused request reaches neither model nor server, and stores nothing."""
+single-user mode unless set; a refused request reaches neither model nor server, and stores nothing. With
+MCPCHAT_REDIS_URL, replicas share the counters (the Redis tests' keys hold fresh ids, so runs never meet)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
 
 import anyio
 import httpx
@@ -18,7 +21,9 @@ from tests.support.accounts import sign_up_and_in
 from tests.support.app_runner import WAIT_S, RunningApp, all_messages, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.problems import assert_problem
+from tests.support.services import REDIS_URL_VAR, service_url
 from tests.support.specs import calculator_spec, chat_settings, make_settings, testserver_spec
+from tests.support.tcp_proxy import tcp_proxy
 from tests.support.waiting import wait_until
 
 TURN_ROUTES = ["json", "sse", "legacy"]
@@ -27,10 +32,19 @@ TURN_ROUTES = ["json", "sse", "legacy"]
 @asynccontextmanager
 async def member(app: RunningApp, email: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client signed in as a new account of `email`."""
-    token = await sign_up_and_in(app.http, email)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=app.base_url, headers=headers, timeout=WAIT_S) as http:
+    async with signed_in(app, await sign_up_and_in(app.http, email)) as http:
         yield http
+
+
+def signed_in(app: RunningApp, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=app.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=WAIT_S)
+
+
+async def fresh_user(app: RunningApp) -> str:
+    """The access token of a user whose id no other test run has, so counters in a shared Redis never meet: the
+    first account takes the owner account's fixed id, so another is made first."""
+    await sign_up_and_in(app.http, "owner@example.com")
+    return await sign_up_and_in(app.http, "ada@example.com")
 
 
 MULTI_USER = {"auth": "multi-user", "signup": "open", "rate_auth": "1000/minute"}
@@ -211,3 +225,57 @@ async def test_single_user_mode_caps_no_running_turns_unless_set(chat_app: Runni
             turns.start_soon(send_turn, chat_app.http, "json", await chat_app.new_conversation(), "wait")
         await wait_until(lambda: len(fake_llm.requests) == 5)
         turns.cancel_scope.cancel()
+
+
+async def test_replicas_sharing_redis_share_each_users_chat_counter(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    fake_llm.responder = lambda _request: Reply.say("fine")
+    # Both replicas on one database (the users) and one Redis (the counters), each with counters of its own in memory.
+    settings = multi_user_chat_settings(tmp_path, fake_llm, rate_chat="2/minute", redis_url=service_url(REDIS_URL_VAR))
+    async with run_app(settings, []) as first, run_app(settings, []) as second:
+        token = await fresh_user(first)
+        async with signed_in(first, token) as on_first, signed_in(second, token) as on_second:
+            conversation_id = await new_conversation(on_first)
+            for content in ("one", "two"):
+                assert (await send_turn(on_first, "json", conversation_id, content)).status_code == 200
+            refused = await send_turn(on_second, "json", conversation_id, "one too many")
+    assert_rate_limited(refused, "chat-user", 2, "chat turns by this user")
+    assert len(fake_llm.requests) == 2
+
+
+async def test_replicas_sharing_redis_share_sign_in_counters(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        auth="multi-user",
+        rate_auth="3/minute",
+        trusted_proxies=["127.0.0.1"],
+        redis_url=service_url(REDIS_URL_VAR),
+    )
+    # An address and an account no other run counts (documentation addresses, RFC 3849).
+    client = {"X-Forwarded-For": f"2001:db8::{uuid4().hex[:4]}:{uuid4().hex[:4]}"}
+    wrong = {"email": f"{uuid4().hex}@example.com", "password": "not the password"}
+    async with run_app(settings, []) as first, run_app(settings, []) as second:
+        for _ in range(3):
+            assert (await first.http.post("/v1/auth/login", json=wrong, headers=client)).status_code == 401
+        refused = await second.http.post("/v1/auth/login", json=wrong, headers=client)
+    assert_rate_limited(refused, "auth-address", 3, "attempts")
+
+
+async def test_requests_get_503_and_reach_nothing_when_redis_stops_answering(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.responder = lambda _request: Reply.say("fine")
+    redis = urlsplit(service_url(REDIS_URL_VAR))
+    async with tcp_proxy(redis.hostname or "127.0.0.1", redis.port or 6379) as proxy:
+        credentials, at, _address = redis.netloc.rpartition("@")
+        through_proxy = redis._replace(netloc=f"{credentials}{at}127.0.0.1:{proxy.port}")
+        settings = multi_user_chat_settings(tmp_path, fake_llm, redis_url=urlunsplit(through_proxy))
+        async with run_app(settings, []) as app, signed_in(app, await fresh_user(app)) as ada:
+            conversation_id = await new_conversation(ada)
+            assert (await send_turn(ada, "json", conversation_id, "counted")).status_code == 200
+            await proxy.cut()
+            refused = await send_turn(ada, "json", conversation_id, "not counted")
+            assert_problem(refused, 503, "/problems/rate-limits-unavailable", "MCPCHAT_REDIS_URL", "Try again")
+            sign_in = await app.http.post("/v1/auth/login", json={"email": "ada@example.com", "password": "whatever"})
+            assert_problem(sign_in, 503, "/problems/rate-limits-unavailable")
+            assert await user_messages(ada, "json", conversation_id) == ["counted"]
+    assert len(fake_llm.requests) == 1

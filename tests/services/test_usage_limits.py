@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from limits.aio.storage import MemoryStorage
 
 from backend.auth.principal import AuthMethod, Principal
 from backend.db.models import UserRole
@@ -17,7 +18,7 @@ def caller(user_id: str, key_id: str | None = None) -> Principal:
 
 
 async def test_a_key_is_refused_on_its_own_counter_and_its_user_on_theirs_across_keys_and_sessions() -> None:
-    usage = UsageLimits(RateLimits(), chat_rate="2/minute", tools_rate=None)
+    usage = UsageLimits(RateLimits(MemoryStorage()), chat_rate="2/minute", tools_rate=None)
     await usage.count_chat_turn(caller("ada", "key-1"))
     await usage.count_chat_turn(caller("ada", "key-1"))
     with pytest.raises(RateLimitedError) as over_key:
