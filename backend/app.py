@@ -29,6 +29,7 @@ from backend.api.openapi import secured_openapi
 from backend.auth.bearer import BearerAuthenticator
 from backend.auth.principal import SingleUserAuthenticator
 from backend.auth.tokens import SECRET_KEY_FILE, AccessTokens, load_signing_keys
+from backend.clients.counter_store import open_counter_store
 from backend.config import AuthMode, Settings
 from backend.db.api_key_store import ApiKeyStore
 from backend.db.audit_store import AuditStore
@@ -52,13 +53,15 @@ from backend.services.openai_service import OpenAIProvider
 from backend.services.rate_limits import RateLimits
 from backend.services.session_service import SessionService
 from backend.services.tokens import load_token_counter
+from backend.services.usage_limits import UsageLimits
 from backend.services.user_service import UserService
 
 log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) -> FastAPI:
-    """Build the app. The servers file is read here, so a broken one stops start-up with its message.
+    """Build the app. The servers file is read here, so a broken one stops start-up with its message; so does an
+    unreachable Redis (MCPCHAT_REDIS_URL) in the lifespan.
 
     Raises:
         ServersFileError: the servers file cannot be used.
@@ -68,6 +71,9 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            # First: an unreachable Redis stops start-up before any server process is spawned.
+            redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+            rate_limits = RateLimits(await stack.enter_async_context(open_counter_store(redis_url)))
             database = open_database(settings.database_url)
             stack.push_async_callback(database.aclose)
             await upgrade(database)
@@ -80,7 +86,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
             if provider is not None:
                 stack.push_async_callback(provider.aclose)
             tokens = await load_token_counter(settings.model)
-            chat = ChatService(store, mcp, provider, settings, tokens)
+            usage = UsageLimits(rate_limits, settings.chat_rate, settings.tools_rate)
+            chat = ChatService(store, mcp, provider, settings, tokens, usage)
             conversations = ConversationService(store, chat.running)
             # The running services, for code that embeds the app (tests, benchmarks).
             app.state.mcp, app.state.chat = mcp, chat
@@ -111,7 +118,8 @@ def create_app(settings: Settings, specs: Sequence[ServerSpec] | None = None) ->
                 authenticator=(
                     BearerAuthenticator(sessions, keys) if sessions is not None else SingleUserAuthenticator()
                 ),
-                rate_limits=RateLimits(),
+                rate_limits=rate_limits,
+                usage=usage,
                 watchers=watchers,
             )
             log.info("app.stopping")

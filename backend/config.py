@@ -6,7 +6,8 @@ import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -18,6 +19,12 @@ DEV_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
 ENV_FILE_VARIABLE = "MCPCHAT_ENV_FILE"
 MIN_SECRET_KEY_CHARS = 32  # an HS256 key has at least 256 bits (RFC 7518 section 3.2)
 _DATABASE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")
+_REDIS_SCHEMES = ("redis://", "rediss://")
+# Usage limits in multi-user mode when unset; single-user mode has none unless set (its one owner is not an abuser).
+MULTI_USER_RATE_CHAT = "60/minute"
+MULTI_USER_RATE_TOOLS = "120/minute"
+MULTI_USER_MAX_RUNNING_TURNS = 4
+_Limit = TypeVar("_Limit", str, int)  # a usage limit: a rate string, or a count
 
 
 class Environment(StrEnum):
@@ -97,6 +104,15 @@ class Settings(BaseSettings):
     signup: Literal["open", "closed"] = Field(default="closed", validation_alias="MCPCHAT_SIGNUP")
     # Sign-in, sign-up and refresh attempts per client address and per account (a `limits` rate string).
     rate_auth: str = Field(default="10/minute", validation_alias="MCPCHAT_RATE_AUTH")
+    # Chat turns, and direct tool calls, prompt gets and resource reads, per user and per API key (`limits` rate
+    # strings), and turns running at once per user. None: the mode's default (see `chat_rate` and the others).
+    rate_chat: str | None = Field(default=None, validation_alias="MCPCHAT_RATE_CHAT")
+    rate_tools: str | None = Field(default=None, validation_alias="MCPCHAT_RATE_TOOLS")
+    max_running_turns_per_user: int | None = Field(
+        default=None, ge=1, validation_alias="MCPCHAT_MAX_RUNNING_TURNS_PER_USER"
+    )
+    # Where rate-limit counters live, shared by every replica; None: this process's memory. It may hold a password.
+    redis_url: SecretStr | None = Field(default=None, validation_alias="MCPCHAT_REDIS_URL", repr=False)
     # Proxies whose X-Forwarded-For names the client (addresses or networks); nobody else's is believed.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MCPCHAT_TRUSTED_PROXIES"
@@ -133,13 +149,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"key {number} is shorter than {MIN_SECRET_KEY_CHARS} characters")
         return value
 
-    @field_validator("rate_auth")
+    @field_validator("rate_auth", "rate_chat", "rate_tools")
     @classmethod
-    def _check_rate(cls, value: str) -> str:
+    def _check_rate(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             parse_many(value)
         except ValueError as exc:
             raise ValueError("is not a rate such as 10/minute or 100/hour;5/second") from exc
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _is_redis_url(value.get_secret_value()):
+            raise ValueError("is not a Redis URL: redis://[:password@]host[:port][/db number], or rediss:// for TLS")
         return value
 
     @field_validator("trusted_proxies")
@@ -182,6 +212,27 @@ class Settings(BaseSettings):
                 "To serve other machines, set MCPCHAT_AUTH=multi-user (accounts)."
             )
         return self
+
+    @property
+    def chat_rate(self) -> str | None:
+        """Chat turns per user and per API key: MCPCHAT_RATE_CHAT, else 60/minute in multi-user mode, else none."""
+        return self._usage_limit(self.rate_chat, MULTI_USER_RATE_CHAT)
+
+    @property
+    def tools_rate(self) -> str | None:
+        """Direct tool calls, prompt gets and resource reads per user and per API key: MCPCHAT_RATE_TOOLS, else
+        120/minute in multi-user mode, else none."""
+        return self._usage_limit(self.rate_tools, MULTI_USER_RATE_TOOLS)
+
+    @property
+    def running_turns_limit(self) -> int | None:
+        """Turns one user may run at once: MCPCHAT_MAX_RUNNING_TURNS_PER_USER, else 4 in multi-user mode, else none."""
+        return self._usage_limit(self.max_running_turns_per_user, MULTI_USER_MAX_RUNNING_TURNS)
+
+    def _usage_limit(self, configured: _Limit | None, multi_user_default: _Limit) -> _Limit | None:
+        if configured is not None:
+            return configured
+        return multi_user_default if self.auth is AuthMode.MULTI_USER else None
 
     @property
     def is_signup_open(self) -> bool:
@@ -241,6 +292,16 @@ def _is_ip_address(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_redis_url(text: str) -> bool:
+    url = urlsplit(text)
+    try:
+        url.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return False
+    database = url.path.removeprefix("/")
+    return text.startswith(_REDIS_SCHEMES) and bool(url.hostname) and (database == "" or database.isdigit())
 
 
 def _is_in_memory_sqlite(url: str) -> bool:

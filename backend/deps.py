@@ -20,6 +20,7 @@ from backend.services.conversation_service import ConversationService
 from backend.services.mcp_service import McpService
 from backend.services.rate_limits import RateLimits
 from backend.services.session_service import SessionService
+from backend.services.usage_limits import UsageLimits
 from backend.services.user_service import UserService
 
 
@@ -34,6 +35,7 @@ class AppState(TypedDict):
     audit: AuditLog
     sessions: SessionService | None  # None in single-user mode: nobody signs in
     rate_limits: RateLimits
+    usage: UsageLimits
     authenticator: Authenticator
     watchers: TaskGroup  # watches requests for their client's disconnect
 
@@ -86,6 +88,7 @@ Chat = Annotated[ChatService, Depends(_from_state("chat"))]
 Conversations = Annotated[ConversationService, Depends(_from_state("conversations"))]
 Database = Annotated[DatabaseService, Depends(_from_state("database"))]
 Mcp = Annotated[McpService, Depends(_from_state("mcp"))]
+Usage = Annotated[UsageLimits, Depends(_from_state("usage"))]
 Users = Annotated[UserService, Depends(_from_state("users"))]
 ApiKeys = Annotated[ApiKeyService, Depends(_from_state("api_keys"))]
 Audit = Annotated[AuditLog, Depends(_from_state("audit"))]

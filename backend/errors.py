@@ -16,6 +16,8 @@
     ├── ConflictError (409 conflict)
     ├── PayloadTooLargeError (413 payload-too-large)
     ├── RateLimitedError (429 rate-limited): with Retry-After and the RateLimit headers
+    ├── TooManyRunningTurnsError (429 too-many-running-turns): a cap, not a rate, so no window and no Retry-After
+    ├── RateLimitsUnavailableError (503 rate-limits-unavailable): Redis (MCPCHAT_REDIS_URL) did not answer
     ├── InvalidArgumentsError (422 invalid-arguments)
     │   ├── InvalidResourceUriError (422 invalid-resource-uri)
     │   └── RejectedParamsError (422 mcp-invalid-params): the server answered JSON-RPC -32602
@@ -157,6 +159,14 @@ class RateLimitedError(AppError):
             "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={self.window_s}',
             "RateLimit": f'"{self.policy}";r=0;t={self.retry_after_s}',
         }
+
+
+class TooManyRunningTurnsError(AppError):
+    status, slug, title = 429, "too-many-running-turns", "Too many running turns"
+
+
+class RateLimitsUnavailableError(AppError):
+    status, slug, title = 503, "rate-limits-unavailable", "Rate limits unavailable"
 
 
 class UpstreamError(AppError):

@@ -83,6 +83,19 @@ def test_serve_exits_nonzero_naming_the_variable_when_the_database_is_in_memory(
     assert "in-memory" in result.stderr
 
 
+def test_serve_exits_nonzero_naming_the_variable_when_redis_does_not_answer(tmp_path: Path) -> None:
+    env = {
+        "MCPCHAT_REDIS_URL": "redis://:hunter2-secret@127.0.0.1:1/0",  # nothing listens on port 1
+        "MCPCHAT_PORT": str(free_port()),
+        "MCPCHAT_DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "MCPCHAT_SERVERS_FILE": str(write_servers(tmp_path / "servers.json", {})),
+    }
+    result = run_cli("serve", env=env)
+    assert result.returncode != 0
+    assert "MCPCHAT_REDIS_URL: Redis at 127.0.0.1:1/0 did not answer" in result.stderr
+    assert "hunter2-secret" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [

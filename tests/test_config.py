@@ -107,7 +107,14 @@ def test_a_short_secret_key_is_refused_without_showing_any_key(monkeypatch: pyte
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("MCPCHAT_RATE_AUTH", "ten a minute"), ("MCPCHAT_TRUSTED_PROXIES", "proxy")]
+    ("variable", "value"),
+    [
+        ("MCPCHAT_RATE_AUTH", "ten a minute"),
+        ("MCPCHAT_RATE_CHAT", "sixty a minute"),
+        ("MCPCHAT_RATE_TOOLS", "/minute"),
+        ("MCPCHAT_MAX_RUNNING_TURNS_PER_USER", "0"),
+        ("MCPCHAT_TRUSTED_PROXIES", "proxy"),
+    ],
 )
 def test_a_bad_rate_or_proxy_address_is_refused_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
@@ -115,6 +122,62 @@ def test_a_bad_rate_or_proxy_address_is_refused_naming_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("auth", "variables", "limits"),
+    [
+        ("multi-user", {}, ("60/minute", "120/minute", 4)),
+        ("single-user", {}, (None, None, None)),
+        (
+            "single-user",
+            {
+                "MCPCHAT_RATE_CHAT": "5/second",
+                "MCPCHAT_RATE_TOOLS": "1/hour",
+                "MCPCHAT_MAX_RUNNING_TURNS_PER_USER": "9",
+            },
+            ("5/second", "1/hour", 9),
+        ),
+        ("multi-user", {"MCPCHAT_RATE_CHAT": "2/minute;30/hour"}, ("2/minute;30/hour", "120/minute", 4)),
+    ],
+)
+def test_usage_limits_default_on_in_multi_user_mode_and_off_in_single_user_mode_unless_set(
+    monkeypatch: pytest.MonkeyPatch, auth: str, variables: dict[str, str], limits: tuple[str | int | None, ...]
+) -> None:
+    monkeypatch.setenv("MCPCHAT_AUTH", auth)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.chat_rate, settings.tools_rate, settings.running_turns_limit) == limits
+
+
+@pytest.mark.parametrize(
+    "url", ["http://:hunter2@cache:6379", "redis://:hunter2@cache:port", "redis://:hunter2@cache/db", "redis:///0"]
+)
+def test_a_bad_redis_url_is_refused_naming_the_variable_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("MCPCHAT_REDIS_URL", url)
+    with pytest.raises(SettingsError, match=r"MCPCHAT_REDIS_URL: .*is not a Redis URL") as refused:
+        load_settings()
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("", None),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("rediss://:pw@cache", "rediss://:pw@cache"),
+    ],
+)
+def test_a_redis_url_is_read_as_a_secret_and_empty_means_unset(
+    monkeypatch: pytest.MonkeyPatch, value: str, url: str | None
+) -> None:
+    monkeypatch.setenv("MCPCHAT_REDIS_URL", value)
+    settings = load_settings()
+    assert (settings.redis_url.get_secret_value() if settings.redis_url else None) == url
+    assert "pw@" not in repr(settings)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "chat.example", "128.0.0.1"])

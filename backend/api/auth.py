@@ -75,7 +75,8 @@ async def _sign_in(
 
 async def _count_attempt(request: Request, rates: RateLimits, settings: Settings, email: str | None) -> None:
     """Raises:
-    RateLimitedError: too many attempts from this address, or for this account."""
+    RateLimitedError: too many attempts from this address, or for this account.
+    RateLimitsUnavailableError: the counters' store (Redis) did not answer."""
     await rates.hit("auth-address", settings.rate_auth, _address(request) or "")
     if email is not None:
         await rates.hit("auth-account", settings.rate_auth, email.strip().lower())

@@ -56,7 +56,7 @@ async def legacy_chat(request: Request, chat: Chat, user: CurrentUser) -> JSONRe
     """`{"message"}` → `{"response", "tool_calls": [{"name", "args", "result", "id"}]}`."""
     message = await _message_from(request)
     chat.check_ready(message)
-    outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(user.user_id, message))
+    outcome = await cancel_on_disconnect(request, lambda: chat.run_legacy_turn(user, message))
     final = outcome.final_message
     # Plain JSON built here: the shape is the old app's, and nothing in it needs the response model's checks.
     return JSONResponse(

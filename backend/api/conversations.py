@@ -90,8 +90,8 @@ async def send_message(
     """Answer a user message: wait for the final answer (JSON), or stream the turn (`Accept: text/event-stream`)."""
     chat.check_ready(body.content)
     if "text/event-stream" in request.headers.get("accept", ""):
-        return TurnStream(lambda emit: chat.run_turn(user.user_id, conversation_id, body.content, emit))
-    outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(user.user_id, conversation_id, body.content))
+        return TurnStream(lambda emit: chat.run_turn(user, conversation_id, body.content, emit))
+    outcome = await cancel_on_disconnect(request, lambda: chat.run_turn(user, conversation_id, body.content))
     return Response(turn_response(outcome).model_dump_json(), media_type="application/json")
 
 

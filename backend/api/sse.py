@@ -85,7 +85,9 @@ class TurnStream(Response):
                 await self._event(send, "error", _problem(409, "turn-cancelled", "Turn cancelled", CANCELLED_DETAIL))
         except AppError as exc:
             if not self._is_started:
-                self._refusal = problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.extra)
+                self._refusal = problem_response(
+                    exc.status, exc.slug, exc.title, exc.detail, exc.extra, headers=exc.headers
+                )
                 return
             await self._event(send, "error", _problem(exc.status, exc.slug, exc.title, exc.detail))
         await self._event(send, "done", {})

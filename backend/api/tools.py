@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from backend.api.disconnect import cancel_on_disconnect
 from backend.api.schemas import Page, ToolCallRequest, paginate
-from backend.deps import Cursor, Limit, Mcp
+from backend.deps import CurrentUser, Cursor, Limit, Mcp, Usage
 from backend.mcp.models import ToolInfo, ToolResult
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
@@ -27,8 +27,12 @@ async def get_tool(name: str, mcp: Mcp) -> ToolInfo:
 
 
 @router.post("/{name}/call")
-async def call_tool(name: str, body: ToolCallRequest, mcp: Mcp, request: Request) -> ToolResult:
-    """Call a tool. Arguments are checked against its input schema first; a tool error is a 200 with is_error."""
+async def call_tool(
+    name: str, body: ToolCallRequest, mcp: Mcp, user: CurrentUser, usage: Usage, request: Request
+) -> ToolResult:
+    """Call a tool. Arguments are checked against its input schema first; a tool error is a 200 with is_error.
+    Each call counts against MCPCHAT_RATE_TOOLS."""
+    await usage.count_tool_call(user)
     return await cancel_on_disconnect(request, lambda: mcp.call_tool(name, body.arguments))
 
 

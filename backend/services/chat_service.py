@@ -21,6 +21,7 @@ import anyio
 import structlog
 from anyio import CancelScope
 
+from backend.auth.principal import Principal
 from backend.config import Settings
 from backend.db.models import ToolCallStatus, TurnStatus, new_id
 from backend.db.records import MessageRecord, ToolCallRecord, TurnRecord
@@ -32,7 +33,7 @@ from backend.db.repositories import (
     assistant_message,
     context_turn,
 )
-from backend.errors import AppError, PayloadTooLargeError
+from backend.errors import AppError, PayloadTooLargeError, TooManyRunningTurnsError
 from backend.mcp.models import Progress, ToolInfo
 from backend.services import tool_arguments
 from backend.services.history_cache import HistoryCache
@@ -54,6 +55,7 @@ from backend.services.mcp_service import McpService
 from backend.services.openai_service import NOT_CONFIGURED_DETAIL
 from backend.services.tokens import TokenCounter
 from backend.services.tool_results import error_for_model, stored_result, text_for_model
+from backend.services.usage_limits import UsageLimits
 
 log = structlog.get_logger(__name__)
 
@@ -87,10 +89,35 @@ class MessageTooLongError(PayloadTooLargeError):
 
 
 class RunningTurns:
-    """The cancel scopes of the turns running now, by conversation, for POST .../cancel."""
+    """The cancel scopes of the turns running now, by conversation, for POST .../cancel; and the places each user's
+    running turns hold, for MCPCHAT_MAX_RUNNING_TURNS_PER_USER."""
 
     def __init__(self) -> None:
         self._scopes: dict[str, set[CancelScope]] = defaultdict(set)
+        self._places: dict[str, int] = {}  # by user id; no entry: none
+
+    @contextmanager
+    def place(self, user_id: str, limit: int) -> Iterator[None]:
+        """Hold one of the user's `limit` places for the block: a turn that ends in any way frees its place.
+
+        Raises:
+            TooManyRunningTurnsError: the user's turns hold every place.
+        """
+        held = self._places.get(user_id, 0)
+        if held >= limit:  # checked and taken with no await in between: exact under any concurrency
+            raise TooManyRunningTurnsError(
+                f"You have {held} turns running, the most one user may (MCPCHAT_MAX_RUNNING_TURNS_PER_USER); "
+                "wait for one to end, or cancel one, then send this message again."
+            )
+        self._places[user_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._places[user_id] - 1
+            if left:
+                self._places[user_id] = left
+            else:
+                del self._places[user_id]
 
     @contextmanager
     def track(self, conversation_id: str) -> Iterator[CancelScope]:
@@ -145,9 +172,11 @@ class ChatService:
         provider: LLMProvider | None,
         settings: Settings,
         tokens: TokenCounter,
+        usage: UsageLimits,
     ) -> None:
         self._store, self._mcp, self._provider = store, mcp, provider
-        self._settings, self._tokens = settings, tokens
+        self._settings, self._tokens, self._usage = settings, tokens, usage
+        self._max_running_turns = settings.running_turns_limit
         self.running = RunningTurns()
         self._history = HistoryCache()
         self._tools: tuple[list[ToolInfo], tuple[ToolDefinition, ...]] = ([], ())
@@ -168,24 +197,28 @@ class ChatService:
             raise LLMNotConfiguredError(NOT_CONFIGURED_DETAIL)
         return self._provider
 
-    async def run_turn(self, user_id: str, conversation_id: str, content: str, emit: Emit | None = None) -> TurnOutcome:
+    async def run_turn(
+        self, user: Principal, conversation_id: str, content: str, emit: Emit | None = None
+    ) -> TurnOutcome:
         """Answer one user message, storing everything as it happens. `emit` watches the turn (SSE); without
         a watcher the model's answers are asked for whole, not streamed.
 
         Raises:
-            MessageTooLongError, LLMNotConfiguredError: before anything is stored.
+            MessageTooLongError, LLMNotConfiguredError, RateLimitedError, RateLimitsUnavailableError,
+                TooManyRunningTurnsError: before anything is stored or sent.
             ConversationNotFoundError: the user has no such conversation.
             LLMError: the model failed; the user message and the turn's work so far are stored.
         """
-        return await self._run_turn(user_id, conversation_id, content, emit)
+        return await self._run_turn(user, conversation_id, content, emit)
 
-    async def run_legacy_turn(self, user_id: str, content: str) -> TurnOutcome:
+    async def run_legacy_turn(self, user: Principal, content: str) -> TurnOutcome:
         """`run_turn` in the user's legacy API conversation (found, or created, in the turn's first transaction).
 
         Raises:
-            MessageTooLongError, LLMNotConfiguredError, LLMError: as `run_turn`.
+            MessageTooLongError, LLMNotConfiguredError, RateLimitedError, TooManyRunningTurnsError, LLMError: as
+                `run_turn`.
         """
-        return await self._run_turn(user_id, None, content, None)
+        return await self._run_turn(user, None, content, None)
 
     async def cancel_turns(self, user_id: str, conversation_id: str) -> int:
         """Cancel every running turn of one of the user's conversations; how many there were.
@@ -197,9 +230,18 @@ class ChatService:
         return self.running.cancel(conversation_id)
 
     async def _run_turn(
-        self, user_id: str, conversation_id: str | None, content: str, emit: Emit | None
+        self, user: Principal, conversation_id: str | None, content: str, emit: Emit | None
     ) -> TurnOutcome:
         provider = self.check_ready(content)
+        await self._usage.count_chat_turn(user)
+        if self._max_running_turns is None:
+            return await self._start_and_run(provider, user.user_id, conversation_id, content, emit)
+        with self.running.place(user.user_id, self._max_running_turns):
+            return await self._start_and_run(provider, user.user_id, conversation_id, content, emit)
+
+    async def _start_and_run(
+        self, provider: LLMProvider, user_id: str, conversation_id: str | None, content: str, emit: Emit | None
+    ) -> TurnOutcome:
         tokens = self._tokens.message(content)
         # Shielded: a cancel that lands while the turn's row is being written (a client gone, a commit in flight
         # on PostgreSQL) must not leave a stored turn that nothing settles. It is delivered at the next await,

@@ -16,11 +16,11 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from backend.app import create_app
 from backend.auth.principal import Scope
 from tests.conftest import both_servers
+from tests.support.accounts import PASSWORD, sign_up_and_in
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.specs import chat_settings, make_settings
 
-PASSWORD = "correct horse battery staple"
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -106,15 +106,6 @@ async def _signed_up(team: Team, email: str) -> dict[str, Any]:
     assert created.status_code == 201, created.text
     user: dict[str, Any] = created.json()
     return user
-
-
-async def sign_up_and_in(http: httpx.AsyncClient, email: str) -> str:
-    created = await http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
-    assert created.status_code == 201, created.text
-    signed_in = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert signed_in.status_code == 200, signed_in.text
-    token: str = signed_in.json()["access_token"]
-    return token
 
 
 def test_the_matrix_has_a_row_for_every_route_of_the_app_and_nothing_else(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ import anyio
 import pytest
 from sqlalchemy import select
 
+from backend.auth.principal import OWNER
 from backend.db.database import open_database
-from backend.db.models import OWNER_ID, Turn
+from backend.db.models import Turn
 from backend.services.chat_service import TurnEvent
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply
@@ -57,7 +58,7 @@ async def test_a_turn_is_settled_as_cancelled_when_its_watcher_goes_away_at_mess
                 scope.cancel()
                 await anyio.lowlevel.checkpoint()
 
-        await app.chat.run_turn(OWNER_ID, conversation_id, "hello", leave_at_message_created)
+        await app.chat.run_turn(OWNER, conversation_id, "hello", leave_at_message_created)
     assert scope.cancelled_caught
     assert await turn_statuses(database_url, conversation_id) == ["cancelled"]
     assert fake_llm.requests == []  # the model was never asked
@@ -70,7 +71,7 @@ async def test_a_turn_cancelled_while_its_first_transaction_runs_is_stored_and_s
     conversation_id = await app.new_conversation()
     with anyio.CancelScope() as scope:
         scope.cancel()  # lands at the first await: the turn's first transaction (a commit in flight on PostgreSQL)
-        await app.chat.run_turn(OWNER_ID, conversation_id, "hello")
+        await app.chat.run_turn(OWNER, conversation_id, "hello")
     assert await turn_statuses(database_url, conversation_id) == ["cancelled"]
     assert fake_llm.requests == []
 
@@ -124,7 +125,7 @@ async def test_a_turns_model_streams_are_closed_inside_the_turn_whether_it_compl
     fake_llm.script(Reply.say("streamed whole"), Reply.say(cut_short, chunk_delay_s=0.2))
     with _FinalizedGenerators() as finalized:
         ignore: Callable[[TurnEvent], Awaitable[None]] = lambda _event: anyio.lowlevel.checkpoint()  # noqa: E731
-        completed = await app.chat.run_turn(OWNER_ID, conversation_id, "stream it", ignore)
+        completed = await app.chat.run_turn(OWNER, conversation_id, "stream it", ignore)
         assert completed.final_message is not None
         assert completed.final_message.content == "streamed whole"
         with anyio.CancelScope() as scope:
@@ -133,7 +134,7 @@ async def test_a_turns_model_streams_are_closed_inside_the_turn_whether_it_compl
                 if event.type == "message.delta":
                     scope.cancel()
 
-            await app.chat.run_turn(OWNER_ID, conversation_id, "cut it short", cancel_at_first_delta)
+            await app.chat.run_turn(OWNER, conversation_id, "cut it short", cancel_at_first_delta)
         gc.collect()
         await anyio.lowlevel.checkpoint()
     assert finalized.names == []
