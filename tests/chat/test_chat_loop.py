@@ -19,7 +19,7 @@ from backend.db.database import open_database
 from backend.db.models import Conversation, Message, Turn, TurnStatus, new_id, utcnow
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply, ToolCallSpec
-from tests.support.services import POSTGRES_URL_VAR, service_url
+from tests.support.services import empty_postgres
 from tests.support.specs import calculator_spec, chat_settings, testserver_spec
 from tests.support.sse import stream_turn, turn_events
 from tests.support.waiting import wait_until
@@ -331,7 +331,7 @@ async def test_context_follows_the_database_when_another_writer_adds_turns(
 
 
 async def test_turns_store_and_replay_their_history_on_postgresql(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
-    settings = chat_settings(tmp_path, fake_llm, database_url=service_url(POSTGRES_URL_VAR))
+    settings = chat_settings(tmp_path, fake_llm, database_url=await empty_postgres())
     async with run_app(settings, [calculator_spec()]) as app:
         await app.wait_ready("calculator")
         conversation_id = await app.new_conversation()

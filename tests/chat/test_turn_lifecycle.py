@@ -19,17 +19,17 @@ from backend.db.models import Turn
 from backend.services.chat_service import TurnEvent
 from tests.support.app_runner import RunningApp, run_app
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.services import POSTGRES_URL_VAR, service_url
+from tests.support.services import empty_postgres
 from tests.support.specs import REPO_ROOT, chat_settings
 from tests.support.sse import turn_events
 from tests.support.waiting import eventually, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'chat.db'}"
-    return service_url(POSTGRES_URL_VAR)
+    return await empty_postgres()
 
 
 @pytest.fixture

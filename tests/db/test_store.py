@@ -20,7 +20,7 @@ from backend.db.records import TurnRecord
 from backend.db.repositories import ConversationNotFoundError, ConversationStore, NewToolCall, assistant_message
 from backend.db.user_store import UserStore
 from backend.errors import BadRequestError
-from tests.support.services import POSTGRES_URL_VAR, service_url
+from tests.support.services import empty_postgres
 
 TABLES = {"users", "refresh_tokens", "api_keys", "audit_events", "conversations", "turns", "messages", "tool_calls"}
 
@@ -31,11 +31,8 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'data' / 'store.db'}"
     else:
-        url = service_url(POSTGRES_URL_VAR)
+        url = await empty_postgres()
     database = open_database(url)
-    if request.param != "sqlite":
-        drop = f"DROP TABLE IF EXISTS {', '.join(TABLES)}, alembic_version CASCADE"
-        await database.write(lambda connection: connection.execute(text(drop)))
     try:
         yield database
     finally:
