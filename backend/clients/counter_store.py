@@ -1,19 +1,22 @@
 """Where rate-limit counters live: this process's memory, or Redis (MCPCHAT_REDIS_URL), which every replica shares.
 
-The only module that imports redis: it opens the connection pool the `limits` library counts in, checks it once,
-and closes it. Failures at a request reach RateLimits as `limits.errors.StorageError`.
+The only module that imports redis, and only when MCPCHAT_REDIS_URL is set (a tenth of start-up otherwise): it
+opens the connection pool the `limits` library counts in, checks it once, and closes it. Failures at a request
+reach RateLimits as `limits.errors.StorageError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool
 
 COUNTER_STORE_TIMEOUT_S = 2.0  # for each Redis command, and for connecting
 REDIS_KEY_PREFIX = "mcpchat"  # beside other applications' keys in the same Redis database
@@ -33,6 +36,8 @@ async def open_counter_store(redis_url: str | None) -> AsyncIterator[Storage]:
     if redis_url is None:
         yield MemoryStorage()
         return
+    from redis.asyncio import ConnectionPool  # only with Redis: see the module's docstring
+
     pool = ConnectionPool.from_url(
         redis_url, socket_connect_timeout=COUNTER_STORE_TIMEOUT_S, socket_timeout=COUNTER_STORE_TIMEOUT_S
     )
@@ -54,6 +59,9 @@ async def open_counter_store(redis_url: str | None) -> AsyncIterator[Storage]:
 async def _check(pool: ConnectionPool, redis_url: str) -> None:
     """Raises:
     CounterStoreUnreachableError: no answer to a PING."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
     try:
         with anyio.fail_after(COUNTER_STORE_TIMEOUT_S * 2):  # connecting, then the command
             # redis-py types ping() for its blocking and asyncio clients at once; the asyncio one's is awaitable.
