@@ -44,8 +44,6 @@ class UserStore:
         )
 
         def write(connection: Connection) -> None:
-            if connection.execute(select(User.id).where(User.email == email)).first():
-                raise _taken(email)
             with Session(connection) as session:
                 session.add(user)
                 session.flush()
@@ -53,7 +51,7 @@ class UserStore:
 
         try:
             await self.database.write(write)
-        except IntegrityError as exc:  # another request took it between the check and the insert
+        except IntegrityError as exc:  # the email's unique index
             raise _taken(email) from exc
         return user
 
